@@ -1,0 +1,152 @@
+"""`physioserve inspect PATH`: channels, rates, units, duration, modality map and labels of a file.
+
+PATH is a PhysioNet 2018 record (folder or `.hea`; the header alone is enough), an EDF/EDF+/BDF
+file, or a label file alone (`-arousal.mat`, `.arousal`, an EDF+ hypnogram). Signals are never
+loaded: everything shown comes from headers and label files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .io import is_label_file, n_samples_of, read_labels, read_recording
+from .io.common import skipped_candidates
+from .io.physionet2018 import signal_files
+from .modalities import EPOCH_SECONDS, MODALITIES, TARGET_FS, modality_of, parse_channel_map
+from .recording import Labels, Recording, arousal_fraction
+
+HELP = "show channels, rates, duration, modality map and labels of a file"
+AROUSAL_THRESHOLD = 0.75  # the design's arousal-window rule
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", metavar="PATH", help="record folder or .hea, .edf/.bdf, -arousal.mat or .arousal")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    parser.add_argument(
+        "--channel-map", default=None, metavar="MAP", help="override the alias table, e.g. eeg=C4-A1,eog=EOG(L)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        summary = inspect_path(Path(args.path), parse_channel_map(args.channel_map))
+    except (ValueError, OSError) as error:  # RecordError is a ValueError; both name the file
+        print(f"physioserve inspect: error: {error}", file=sys.stderr)
+        return 1
+    except Exception as error:  # never a traceback for a file we could not read
+        print(f"physioserve inspect: error: {args.path}: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    return 0
+
+
+def inspect_path(path: Path, channel_map: dict[str, str] | None = None) -> dict:
+    """Everything `inspect` shows, as a JSON-ready dict."""
+    if is_label_file(path):
+        labels = read_labels(path)
+        return {"path": str(path), "kind": "labels", "name": path.name, "labels": label_summary(labels)}
+    recording = read_recording(path, channel_map, load_signals=False, all_channels=True, require_modality=False)
+    return recording_summary(recording, path)
+
+
+def recording_summary(recording: Recording, path: Path) -> dict:
+    """JSON-ready description of a header-only recording."""
+    chosen = {name: m for m, name in recording.modality_channels.items()}
+    skipped = skipped_candidates(recording.channels, recording.modality_channels)
+    channels = [
+        {
+            "name": c.name,
+            "fs": c.fs,
+            "unit": c.unit,
+            "n_samples": n_samples_of(c),
+            "modality": chosen.get(c.name),
+            "alias_of": modality_of(c.name),
+        }
+        for c in recording.channels.values()
+    ]
+    notes = [
+        f"{m}: {name} not usable ({recording.channels[name].fs:g} Hz < {TARGET_FS} Hz)"
+        for m, names in skipped.items()
+        for name in names
+        if recording.channels[name].fs < TARGET_FS and m not in recording.modality_channels
+    ]
+    kind = "edf" if path.suffix.lower() in (".edf", ".bdf") else "physionet2018"
+    files = signal_files(path) if kind == "physionet2018" else {str(path.name): True}
+    return {
+        "path": str(path),
+        "kind": kind,
+        "name": recording.name,
+        "signal_files": files,
+        "duration_s": recording.duration_s,
+        "n_windows": recording.n_windows,
+        "channels": channels,
+        "modality_channels": dict(recording.modality_channels),
+        "missing_modalities": [m for m in MODALITIES if m not in recording.modality_channels],
+        "notes": notes,
+        "age": recording.age,
+        "sex": recording.sex,
+        "labels": None if recording.labels is None else label_summary(recording.labels),
+    }
+
+
+def label_summary(labels: Labels) -> dict:
+    """Epochs per stage, arousal count and windows at the 0.75 rule."""
+    n_epochs = len(labels.stages)
+    fraction = arousal_fraction(labels.arousal_regions_s, n_epochs)  # [n_epochs]
+    return {
+        "source": labels.source,
+        "n_epochs": n_epochs,
+        "stage_counts": labels.stage_counts(),
+        "n_arousals": int(len(labels.arousal_regions_s)),
+        "arousal_windows": int((fraction >= AROUSAL_THRESHOLD).sum()),
+        "arousal_threshold": AROUSAL_THRESHOLD,
+    }
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600} h {s % 3600 // 60:02d} min {s % 60:02d} s"
+
+
+def format_summary(summary: dict) -> str:
+    """The human-readable text of `inspect`."""
+    lines = [f"{summary['name']}  ({summary['kind']}: {summary['path']})"]
+    if "channels" in summary and not summary["channels"]:
+        lines.append("no signals (an annotation-only file)")
+    elif "channels" in summary:
+        missing_files = [name for name, present in summary["signal_files"].items() if not present]
+        if missing_files:
+            lines.append(f"signal file(s) not found: {', '.join(missing_files)} (shown from the header alone)")
+        lines.append(
+            f"duration: {summary['duration_s']:g} s ({_hms(summary['duration_s'])}), "
+            f"{summary['n_windows']} complete {EPOCH_SECONDS} s windows of the mapped modalities"
+        )
+        rows = [("channel", "rate (Hz)", "unit", "samples", "modality")]
+        rows += [
+            (c["name"], f"{c['fs']:g}", c["unit"] or "-", str(c["n_samples"]), c["modality"] or "")
+            for c in summary["channels"]
+        ]
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        lines.append(f"channels ({len(summary['channels'])}):")
+        lines += ["  " + "  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+        mapped = ", ".join(f"{m}={c}" for m, c in summary["modality_channels"].items()) or "none"
+        missing = ", ".join(summary["missing_modalities"]) or "none"
+        lines.append(f"modalities: {mapped}  (missing: {missing})")
+        lines += [f"  note: {note}" for note in summary["notes"]]
+        if summary["age"] is not None or summary["sex"] is not None:
+            lines.append(f"age: {summary['age']}, sex: {summary['sex']}")
+    labels = summary["labels"]
+    if labels is None:
+        lines.append("labels: none found")
+    else:
+        counts = "  ".join(f"{k} {v}" for k, v in labels["stage_counts"].items())
+        lines.append(f"labels ({labels['source']}):")
+        lines.append(f"  epochs: {labels['n_epochs']}  {counts}")
+        lines.append(
+            f"  arousals: {labels['n_arousals']}; windows >= {labels['arousal_threshold']:g} covered: "
+            f"{labels['arousal_windows']}"
+        )
+    return "\n".join(lines)

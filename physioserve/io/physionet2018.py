@@ -1,0 +1,366 @@
+"""PhysioNet/CinC 2018 records: `<name>.hea` + `<name>.mat` signals, `-arousal.mat` / `.arousal` labels.
+
+Layout of the challenge data set: `<root>/<name>/<name>.hea` (WFDB header), `<name>.mat` (signals, a
+MATLAB v4 container that the header reads as format 16 with a 24-byte offset), `<name>-arousal.mat`
+(per-sample labels, MATLAB v7.3 = HDF5) and `<name>.arousal` (WFDB annotations), plus
+`<root>/age-sex.csv`. Plain `.dat` signal files (any WFDB format) read the same way.
+
+Signals come in physical units from the header; every voltage channel is converted to µV (ECG in mV
+x 1000); other units (SaO2 in %) stay as they are. wfdb reads WFDB's invalid-sample value (-32768 in
+format 16) as NaN, and so do we: preprocessing refuses a window that holds one.
+
+Labels. The `-arousal.mat` file is the challenge's reference: stage one-hot arrays and `arousals`
+(+1 target arousal, 0 none, -1 not scored) per sample. The `.arousal` annotations hold the scorer's
+events, from which the challenge built that file; `arousal_labels_from_annotations` rebuilds it the
+same way, so both label files give the same stages and target arousal regions:
+  - index m of the `.mat` arrays is annotation sample m + 1 (MATLAB's 1-based indices);
+  - a target arousal spans [onset - 2 s, offset + 10 s] of an `arousal_*` event (both ends included);
+  - not scored (-1, wins over +1): [onset - 10 s, offset + 10 s] of every `resp_*` event (apneas,
+    hypopneas), and wake from 10 s (+1 sample) before its first sample to 10 s after its last.
+Checked sample for sample on tr03-0005, the one record with both files at hand (tests/test_io_physionet.py).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import h5py
+import numpy as np
+import wfdb
+
+from ..modalities import EPOCH_SECONDS, STAGE_UNDEFINED
+from ..recording import Channel, Labels, Recording, stages_from_sample_labels
+from .common import (
+    HeaderChannel,
+    choose_modalities,
+    regions_from_mask,
+    require_modality,
+    to_microvolts,
+)
+from .errors import RecordError
+from .wfdb_annotations import NOTE, Annotation, read_annotations
+
+STAGE_NOTES: dict[str, int] = {"W": 0, "N1": 1, "N2": 2, "N3": 3, "R": 4}
+STAGE_DATASETS: tuple[str, ...] = ("wake", "nonrem1", "nonrem2", "nonrem3", "rem")  # codes 0..4; else 5
+AROUSAL_BEFORE_S, AROUSAL_AFTER_S = 2.0, 10.0  # target arousal = event widened by these
+UNSCORED_PAD_S = 10.0  # respiratory events and wake are not scored, +- this
+AGE_SEX_FILE = "age-sex.csv"
+CHALLENGE_FS = 200.0  # every PhysioNet 2018 record
+
+# Bytes per sample of the WFDB formats whose file size follows exactly from the header.
+_BYTES_PER_SAMPLE = {"8": 1, "16": 2, "24": 3, "32": 4, "61": 2, "80": 1, "160": 2}
+_MAT_SLACK_BYTES = 8  # a MATLAB v5 container may pad its data element to 8 bytes
+
+
+# ----------------------------------------------------------------------------------------- layout
+
+
+def resolve_header(path: str | Path) -> Path:
+    """The `.hea` of a record given as the header itself or as its folder (`<name>/<name>.hea`)."""
+    path = Path(path)
+    if path.is_dir():
+        named = path / f"{path.name}.hea"
+        if named.is_file():
+            return named
+        headers = sorted(path.glob("*.hea"))
+        if len(headers) == 1:
+            return headers[0]
+        found = ", ".join(h.name for h in headers) or "none"
+        raise RecordError(
+            f"{path}: a record folder must hold {path.name}.hea (or exactly one .hea); found: {found}"
+        )
+    if not path.is_file():
+        raise RecordError(f"{path}: no such file or folder")
+    return path
+
+
+def find_records(data_dir: str | Path) -> list[Path]:
+    """Record folders of a PhysioNet-2018-layout root: subfolders `<name>` holding `<name>.hea`, sorted."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise RecordError(f"{data_dir}: not a folder; give the data set root that holds one folder per record")
+    return sorted(p for p in data_dir.iterdir() if p.is_dir() and (p / f"{p.name}.hea").is_file())
+
+
+def read_age_sex(data_dir: str | Path) -> dict[str, tuple[float | None, str | None]]:
+    """{record: (age, sex)} from `<data_dir>/age-sex.csv` (columns Record,Age,Sex); {} when absent."""
+    path = Path(data_dir) / AGE_SEX_FILE
+    if not path.is_file():
+        return {}
+    out: dict[str, tuple[float | None, str | None]] = {}
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        missing = {"Record", "Age", "Sex"} - set(reader.fieldnames or [])
+        if missing:
+            raise RecordError(f"{path}: missing column(s) {', '.join(sorted(missing))}; expected Record,Age,Sex")
+        for row in reader:
+            age_text, sex = (row["Age"] or "").strip(), (row["Sex"] or "").strip()
+            try:
+                age = float(age_text) if age_text else None
+            except ValueError:
+                raise RecordError(f"{path}: record {row['Record']}: age {age_text!r} is not a number") from None
+            out[row["Record"].strip()] = (age, sex or None)
+    return out
+
+
+# ---------------------------------------------------------------------------------------- signals
+
+
+def _read_header(header: Path) -> wfdb.Record:
+    try:
+        return wfdb.rdheader(str(header.with_suffix("")))
+    except Exception as error:  # wfdb raises bare Exceptions, ValueErrors and IndexErrors on bad headers
+        raise RecordError(f"{header}: not a readable WFDB header ({type(error).__name__}: {error})") from None
+
+
+def _check_signal_files(header: Path, rec: wfdb.Record) -> None:
+    """Raise when a signal file named by the header is missing or its size disagrees with the header."""
+    for file_name in dict.fromkeys(rec.file_name):
+        path = header.parent / file_name
+        if not path.is_file():
+            raise RecordError(
+                f"{path}: signal file named by {header.name} is missing; put it next to the header "
+                "(or read the header alone with load_signals=False)"
+            )
+        idx = [i for i, f in enumerate(rec.file_name) if f == file_name]
+        fmts = {rec.fmt[i] for i in idx}
+        if rec.sig_len is None or len(fmts) != 1 or next(iter(fmts)) not in _BYTES_PER_SAMPLE:
+            continue
+        offset = (rec.byte_offset[idx[0]] if rec.byte_offset else None) or 0
+        expected = offset + rec.sig_len * len(idx) * _BYTES_PER_SAMPLE[next(iter(fmts))]
+        size = path.stat().st_size
+        slack = _MAT_SLACK_BYTES if path.suffix.lower() == ".mat" else 0
+        if not expected <= size <= expected + slack:
+            what = "truncated" if size < expected else "longer than the header says"
+            raise RecordError(
+                f"{path}: {size} bytes, but {header.name} describes {len(idx)} signals x {rec.sig_len} samples "
+                f"= {expected} bytes ({what}); re-download the record or fix the header"
+            )
+
+
+def signal_files(path: str | Path) -> dict[str, bool]:
+    """{signal file named by the header: present next to it} of a record (folder or `.hea`)."""
+    header = resolve_header(path)
+    return {name: (header.parent / name).is_file() for name in dict.fromkeys(_read_header(header).file_name or [])}
+
+
+def read_physionet2018(
+    path: str | Path,
+    channel_map: dict[str, str] | None = None,
+    *,
+    load_signals: bool = True,
+    all_channels: bool = False,
+    require_modality_channel: bool = True,
+) -> Recording:
+    """Read a record (folder or `.hea`): signals in µV, modality map, labels, age and sex.
+
+    `load_signals=False` reads the header only (channels with empty data and a known length; the
+    signal file may be absent). Only the channels chosen for the four modalities are kept unless
+    `all_channels`. Labels come from `<name>-arousal.mat`, else `<name>.arousal`, else None.
+    """
+    header = resolve_header(path)
+    rec = _read_header(header)
+    fs = float(rec.fs)
+    n_samples = int(rec.sig_len or 0)
+    units = [u or "" for u in (rec.units or [""] * rec.n_sig)]
+    headers = {
+        name: HeaderChannel(name=name, data=np.empty(0), fs=fs, unit=unit, n_samples=n_samples)
+        for name, unit in zip(rec.sig_name, units)
+    }
+    if len(headers) != rec.n_sig:
+        raise RecordError(f"{header}: duplicate signal names in {rec.sig_name}; names must be unique")
+    modality_channels = choose_modalities(headers, channel_map, where=str(header))
+    if require_modality_channel:
+        require_modality(modality_channels, headers, where=str(header))
+    chosen = set(modality_channels.values())
+    keep = [name for name in rec.sig_name if all_channels or name in chosen]
+
+    channels: dict[str, Channel] = {}
+    if load_signals and keep:
+        _check_signal_files(header, rec)
+        index = [rec.sig_name.index(name) for name in keep]
+        try:
+            signals = wfdb.rdrecord(str(header.with_suffix("")), channels=index, physical=True).p_signal
+        except Exception as error:
+            raise RecordError(f"{header}: cannot read the signals ({type(error).__name__}: {error})") from None
+        signals = np.zeros((n_samples, 0)) if signals is None else signals  # [n_samples, n_keep]
+    for j, name in enumerate(keep):
+        where = f"{header}: channel {name!r}"
+        unit = headers[name].unit
+        if load_signals:
+            data = np.asarray(signals[:, j], np.float64)  # [n_samples]
+            data, unit = to_microvolts(data, unit, where=where, required=name in chosen)
+            channels[name] = Channel(name=name, data=data, fs=fs, unit=unit)
+        else:
+            _, unit = to_microvolts(np.empty(0), unit, where=where, required=name in chosen)
+            channels[name] = HeaderChannel(name=name, data=np.empty(0), fs=fs, unit=unit, n_samples=n_samples)
+
+    age, sex = _age_sex_of(header, rec.record_name)
+    return Recording(
+        name=rec.record_name,
+        channels=channels,
+        modality_channels=modality_channels,
+        labels=read_record_labels(header, n_samples=n_samples, fs=fs, missing_ok=True),
+        age=age,
+        sex=sex,
+        source=header,
+    )
+
+
+def _age_sex_of(header: Path, name: str) -> tuple[float | None, str | None]:
+    """(age, sex) of a record from the data set root's age-sex.csv (the root holds the record folder)."""
+    for root in (header.parent.parent, header.parent):
+        table = read_age_sex(root)
+        if table:
+            return table.get(name, (None, None))
+    return None, None
+
+
+# ----------------------------------------------------------------------------------------- labels
+
+
+def label_files(header: Path) -> list[Path]:
+    """The label files next to a header, preferred first."""
+    stem = header.with_suffix("")
+    candidates = [stem.parent / f"{stem.name}-arousal.mat", stem.parent / f"{stem.name}.arousal"]
+    return [p for p in candidates if p.is_file()]
+
+
+def read_record_labels(
+    path: str | Path, *, n_samples: int | None = None, fs: float | None = None, missing_ok: bool = False
+) -> Labels | None:
+    """Labels of a record (folder or `.hea`) from the label files next to its header."""
+    header = resolve_header(path)
+    if n_samples is None or fs is None:
+        rec = _read_header(header)
+        n_samples, fs = int(rec.sig_len or 0), float(rec.fs)
+    files = label_files(header)
+    if not files:
+        if missing_ok:
+            return None
+        raise RecordError(
+            f"{header}: no label file next to it; expected {header.stem}-arousal.mat or {header.stem}.arousal"
+        )
+    if files[0].suffix == ".mat":
+        labels = read_arousal_mat(files[0], fs=fs)
+        if n_samples and len(labels.stages) != n_samples // int(round(EPOCH_SECONDS * fs)):
+            raise RecordError(
+                f"{files[0]}: covers {len(labels.stages)} epochs but {header.name} has {n_samples} samples; "
+                "the label file belongs to another record"
+            )
+        return labels
+    return read_arousal_annotations(files[0], n_samples=n_samples or None, fs=fs)
+
+
+def read_arousal_mat(path: str | Path, fs: float | None = None) -> Labels:
+    """Labels from a challenge `-arousal.mat` (HDF5): stages at epoch midpoints, +1 regions as arousals.
+
+    `fs` defaults to the `.hea` next to the file, else to the challenge's 200 Hz.
+    """
+    path = Path(path)
+    if fs is None:
+        header = path.parent / (path.name[: -len("-arousal.mat")] + ".hea")
+        fs = float(_read_header(header).fs) if header.is_file() else CHALLENGE_FS
+    try:
+        with h5py.File(path, "r") as f:
+            arousals = np.ravel(f["data/arousals"][()])  # [n_samples] -1 / 0 / +1
+            onehot = {key: np.ravel(f[f"data/sleep_stages/{key}"][()]) for key in STAGE_DATASETS}
+    except KeyError as error:
+        raise RecordError(
+            f"{path}: missing dataset ({error}); expected data/arousals and data/sleep_stages/"
+            f"{{{','.join(STAGE_DATASETS)},undefined}}"
+        ) from None
+    except OSError as error:
+        raise RecordError(f"{path}: not a readable MATLAB v7.3 (HDF5) label file ({error})") from None
+    n = len(arousals)
+    if any(len(v) != n for v in onehot.values()):
+        raise RecordError(f"{path}: stage arrays and data/arousals differ in length; the file is corrupt")
+    stage_per_sample = np.full(n, STAGE_UNDEFINED, np.int8)  # [n_samples]
+    for code, key in enumerate(STAGE_DATASETS):
+        stage_per_sample[onehot[key] != 0] = code
+    regions = regions_from_mask(arousals == 1)  # [K, 2] samples
+    return Labels(
+        stages=stages_from_sample_labels(stage_per_sample, fs),
+        arousal_regions_s=regions / fs,
+        source=str(path),
+    )
+
+
+def read_arousal_annotations(path: str | Path, n_samples: int | None = None, fs: float | None = None) -> Labels:
+    """Labels from a challenge `.arousal` WFDB annotation file (sample-0 notes included).
+
+    `n_samples` and `fs` default to the `.hea` next to the file, then (fs) to the file's time
+    resolution; without a header the labels end at the last annotation.
+    """
+    path = Path(path)
+    annotations, file_fs = read_annotations(path)
+    header = path.with_suffix(".hea")
+    if (n_samples is None or fs is None) and header.is_file():
+        rec = _read_header(header)
+        n_samples = int(rec.sig_len) if n_samples is None and rec.sig_len else n_samples
+        fs = float(rec.fs) if fs is None else fs
+    fs = fs or file_fs
+    if not fs:
+        raise RecordError(
+            f"{path}: no '## time resolution' note and no header next to it; the sampling rate is unknown "
+            "(put the record's .hea next to it)"
+        )
+    notes = [a for a in annotations if a.code == NOTE]
+    if n_samples is None:
+        n_samples = max((a.sample for a in notes), default=0) + 1
+    per = int(round(EPOCH_SECONDS * fs))
+    stage_notes = sorted(((a.sample, STAGE_NOTES[a.aux]) for a in notes if a.aux in STAGE_NOTES), key=lambda n: n[0])
+    stages = stages_at_midpoints(stage_notes, n_samples // per, per)
+    mask = arousal_labels_from_annotations(notes, stage_notes, n_samples, fs)
+    return Labels(stages=stages, arousal_regions_s=regions_from_mask(mask == 1) / fs, source=str(path))
+
+
+def stages_at_midpoints(stage_notes: list[tuple[int, int]], n_epochs: int, per: int) -> np.ndarray:
+    """Stage per epoch: the last stage note at or before the epoch midpoint; undefined before the first."""
+    stages = np.full(n_epochs, STAGE_UNDEFINED, np.int8)
+    if not stage_notes:
+        return stages
+    samples = np.array([s for s, _ in stage_notes], np.int64)  # sorted
+    codes = np.array([c for _, c in stage_notes], np.int8)
+    mids = np.arange(n_epochs) * per + per // 2  # [n_epochs]
+    idx = np.searchsorted(samples, mids, side="right") - 1  # last note at or before each midpoint
+    stages[idx >= 0] = codes[idx[idx >= 0]]
+    return stages
+
+
+def paired_events(notes: list[Annotation]) -> list[tuple[str, int, int]]:
+    """(name, onset, offset) of '(name' ... 'name)' note pairs, in onset order; unclosed ones are dropped."""
+    open_at: dict[str, list[int]] = {}
+    events = []
+    for note in notes:
+        text = note.aux.strip()
+        if text.startswith("(") and len(text) > 1:
+            open_at.setdefault(text[1:], []).append(note.sample)
+        elif text.endswith(")") and open_at.get(text[:-1]):
+            events.append((text[:-1], open_at[text[:-1]].pop(0), note.sample))
+    return sorted(events, key=lambda e: e[1])
+
+
+def arousal_labels_from_annotations(
+    notes: list[Annotation], stage_notes: list[tuple[int, int]], n_samples: int, fs: float
+) -> np.ndarray:
+    """The challenge's per-sample arousal array (+1 target, 0, -1 not scored) in `.mat` indexing: [n_samples]."""
+    labels = np.zeros(n_samples, np.int8)
+    before, after, pad = (int(round(s * fs)) for s in (AROUSAL_BEFORE_S, AROUSAL_AFTER_S, UNSCORED_PAD_S))
+
+    def put(first: int, last: int, value: int) -> None:  # annotation samples, both included
+        labels[max(first - 1, 0) : max(min(last, n_samples), 0)] = value  # .mat index = sample - 1
+
+    events = paired_events(notes)
+    for name, onset, offset in events:
+        if name.startswith("arousal"):
+            put(onset - before, offset + after, 1)
+    for name, onset, offset in events:
+        if name.startswith("resp"):
+            put(onset - pad, offset + pad, -1)
+    for i, (start, code) in enumerate(stage_notes):
+        if code == STAGE_NOTES["W"]:
+            stop = stage_notes[i + 1][0] if i + 1 < len(stage_notes) else n_samples + 1
+            put(start - pad - 1, stop - 1 + pad, -1)
+    return labels

@@ -1,0 +1,117 @@
+"""`physioserve prepare DATA_DIR OUT_DIR`: a PhysioNet-2018-layout folder -> window cache.
+
+Records are preprocessed in parallel (one process per record) with the one `preprocess` function,
+records already in the cache are skipped, and a record that fails is reported without losing the
+rest. The patient-level split is written once, at the first run, and reused afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .cache import SplitFractions, init_cache, make_split, write_record
+from .io import find_records, read_recording
+from .modalities import parse_channel_map
+
+HELP = "turn a PhysioNet-2018-layout folder (real or synthetic) into a memory-mapped window cache"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data_dir", type=Path, help="dataset root holding trXX-XXXX/ record folders")
+    parser.add_argument("out_dir", type=Path, help="cache folder (created; re-running resumes)")
+    parser.add_argument("--workers", type=int, default=2, help="parallel processes (default 2)")
+    parser.add_argument("--channel-map", default=None, help="override, e.g. eeg=C4-M1,eog=E1-M2")
+    parser.add_argument("--arousal-threshold", type=float, default=0.75,
+                        help="fraction of a window inside a target arousal to label it arousal (default 0.75)")
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of the patient split (first run only)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N records (quick runs)")
+
+
+def _prepare_one(record_dir: Path, cache_dir: Path, channel_map: dict, threshold: float) -> tuple[str, int, bool]:
+    recording = read_recording(record_dir, channel_map=channel_map)
+    n = write_record(cache_dir, recording, arousal_threshold=threshold)
+    return recording.name, n, recording.labels is not None
+
+
+def _labelled(cache_dir: Path, name: str) -> bool:
+    return json.loads((cache_dir / "records" / name / "record.json").read_text())["labelled"]
+
+
+def prepare(
+    data_dir: Path,
+    out_dir: Path,
+    *,
+    workers: int = 2,
+    channel_map: dict | None = None,
+    arousal_threshold: float = 0.75,
+    split_seed: int = 0,
+    limit: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Build or resume the cache; returns a summary {done, skipped, failed: {record: reason}, split}."""
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    records = find_records(data_dir)[:limit]
+    if not records:
+        raise FileNotFoundError(f"{data_dir}: no record folders (expected <name>/<name>.hea inside)")
+    init_cache(out_dir, arousal_threshold=arousal_threshold)
+    todo = [r for r in records if not (out_dir / "records" / r.name / "record.json").exists()]
+    failed: dict[str, str] = {}
+    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = {pool.submit(_prepare_one, r, out_dir, channel_map or {}, arousal_threshold): r for r in todo}
+        bar = tqdm(as_completed(futures), total=len(futures), desc="prepare", unit="rec", disable=not progress)
+        for future in bar:
+            record = futures[future]
+            try:
+                future.result()
+            except Exception as error:  # one bad record must not stop the rest
+                failed[record.name] = f"{type(error).__name__}: {error}"
+                tqdm.write(f"prepare: {record.name} failed: {error}", file=sys.stderr)
+    (out_dir / "problems.json").write_text(json.dumps(failed, indent=1))
+    done = [r.name for r in records if (out_dir / "records" / r.name / "record.json").exists()]
+    split = _write_or_extend_split(out_dir, done, split_seed)
+    return {"done": len(done), "prepared_now": len(todo) - len(failed), "skipped": len(records) - len(todo),
+            "failed": failed, "split": {k: len(split[k]) for k in ("pretrain", "train", "val", "test")}}
+
+
+def _write_or_extend_split(out_dir: Path, done: list[str], seed: int) -> dict:
+    """Write split.json on the first run; later runs keep it and only place records it lacks."""
+    path = out_dir / "split.json"
+    labelled = [r for r in done if _labelled(out_dir, r)]
+    unlabelled = [r for r in done if r not in set(labelled)]
+    if not path.exists():
+        split = make_split(labelled, unlabelled, SplitFractions(seed=seed))
+        path.write_text(json.dumps(split, indent=1))
+        return split
+    split = json.loads(path.read_text())
+    known = set(split["pretrain"]) | set(split["val"]) | set(split["test"])
+    new = [r for r in done if r not in known]
+    if new:  # records added after the split was fixed: labelled ones go to test, never into pretraining
+        split["test"] = sorted(split["test"] + [r for r in new if r in set(labelled)])
+        split["pretrain"] = sorted(split["pretrain"] + [r for r in new if r in set(unlabelled)])
+        path.write_text(json.dumps(split, indent=1))
+        print(f"prepare: split.json kept; {len(new)} new records placed (labelled -> test, unlabelled -> pretrain)")
+    return split
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        summary = prepare(
+            args.data_dir, args.out_dir, workers=args.workers, channel_map=parse_channel_map(args.channel_map),
+            arousal_threshold=args.arousal_threshold, split_seed=args.split_seed, limit=args.limit,
+        )
+    except (FileNotFoundError, ValueError) as error:
+        print(f"physioserve prepare: {error}", file=sys.stderr)
+        return 1
+    print(
+        f"cache {args.out_dir}: {summary['done']} records ({summary['prepared_now']} prepared now, "
+        f"{summary['skipped']} already there, {len(summary['failed'])} failed); split {summary['split']}"
+    )
+    for name, reason in summary["failed"].items():
+        print(f"  failed {name}: {reason}", file=sys.stderr)
+    return 1 if summary["failed"] and summary["done"] == 0 else 0
