@@ -1,0 +1,191 @@
+"""Configs of the model, pretraining and probing: frozen dataclasses, saved in every checkpoint.
+
+Every number is the paper's (Fang et al. 2024, §3.2-3.4) unless its comment says "choice": those
+are ours where the paper is silent, written here once and kept. `to_dict` / `from_dict` round-trip
+through JSON so that checkpoints, probe folders and bundles carry their configs as plain data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from physioserve.modalities import EPOCH_SECONDS, MODALITIES, TARGET_FS
+
+
+class _Config:
+    """to_dict / from_dict / replace for the frozen dataclasses below."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)  # type: ignore[call-overload]
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown fields {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**values)
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+@dataclass(frozen=True)
+class ModelConfig(_Config):
+    """The encoder (tokenizers + transformer) and the MultiMAE decoders."""
+
+    name: str = "paper"
+    d_model: int = 512
+    n_layers: int = 8
+    n_heads: int = 8
+    dropout: float = 0.1
+    mlp_ratio: float = 4.0  # choice: the paper gives no MLP width; 4 x d_model as in ViT/MAE
+    # tokenizer (paper: 1 s chunks -> Conv1d 64 ch, kernel 21 -> max-pool -> Linear -> LayerNorm)
+    chunk_samples: int = TARGET_FS  # 1 s at 100 Hz
+    n_chunks: int = EPOCH_SECONDS  # 30 tokens per modality
+    conv_channels: int = 64
+    conv_kernel: int = 21
+    pool_size: int = 10  # choice: max-pool 100 -> 10 steps, so Linear(64 * 10 -> d_model)
+    # decoders (paper: cross-attention + one transformer layer + Linear -> 100 samples)
+    decoder_dim: int = 512  # = d_model: the paper's "Linear d_model -> 100"
+    decoder_heads: int = 8
+    decoder_layers: int = 1
+    decoder_dropout: float = 0.0  # choice: no dropout in the decoders (as MAE)
+    modalities: tuple[str, ...] = MODALITIES
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_heads or self.decoder_dim % self.decoder_heads:
+            raise ValueError(f"{self.name}: d_model / decoder_dim must be divisible by the head count")
+        if self.chunk_samples % self.pool_size:
+            raise ValueError(f"{self.name}: pool_size {self.pool_size} must divide chunk_samples {self.chunk_samples}")
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.modalities) * self.n_chunks  # 4 x 30 = 120
+
+    @classmethod
+    def named(cls, size: str) -> "ModelConfig":
+        if size not in MODEL_SIZES:
+            raise ValueError(f"unknown model size {size!r}; accepted: {', '.join(MODEL_SIZES)}")
+        return MODEL_SIZES[size]
+
+
+MODEL_SIZES: dict[str, ModelConfig] = {
+    # paper §3.2: d_model 512, 8 layers, 8 heads, dropout 0.1
+    "paper": ModelConfig(),
+    # choice: trains on CPU on a synthetic corpus of tens of nights in under an hour (narrower
+    # tokenizer convolution and decoders: on a CPU they, not the encoder, cost the most)
+    "small": ModelConfig(
+        name="small", d_model=128, n_layers=4, n_heads=4, dropout=0.1, conv_channels=32, decoder_dim=64,
+        decoder_heads=4,
+    ),
+    # tests only
+    "tiny": ModelConfig(
+        name="tiny", d_model=32, n_layers=2, n_heads=2, dropout=0.1, conv_channels=16, decoder_dim=32,
+        decoder_heads=2,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class PretrainConfig(_Config):
+    """MultiMAE pretraining with input modality drop (paper §3.3) and its optimisation."""
+
+    mask_ratio: float = 0.7  # fraction of the 120 tokens masked: 36 kept per full sample
+    modality_drop: bool = True
+    token_mask_prob: float = 0.6  # with drop: masked fraction of the 3 remaining modalities (36 of 90 kept)
+    epochs: int = 2000  # the paper's schedule (7-10 days on 8 V100s)
+    batch_size: int = 256  # global, split over the DDP ranks; choice (paper silent)
+    lr: float = 1.5e-4  # peak; choice: MAE's base lr 1.5e-4 per 256 samples
+    min_lr: float = 1e-6  # end of the cosine; choice
+    warmup_epochs: float = 40.0  # choice: MAE's 40 epochs
+    weight_decay: float = 0.05  # choice: MAE
+    betas: tuple[float, float] = (0.9, 0.95)  # choice: MAE
+    clip_grad_norm: float = 1.0  # choice
+    seed: int = 0
+    amp: str = "auto"  # auto (bf16 where supported, else fp16; off on CPU) | bf16 | fp16 | off
+    checkpoint_every: int = 1000  # steps; also at every epoch end and when the run stops
+    log_every: int = 50  # steps
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.mask_ratio < 1.0 or not 0.0 < self.token_mask_prob < 1.0:
+            raise ValueError("mask_ratio and token_mask_prob must lie in (0, 1)")
+        if self.amp not in ("auto", "bf16", "fp16", "off"):
+            raise ValueError(f"amp {self.amp!r}; accepted: auto, bf16, fp16, off")
+
+    @property
+    def keep_fraction(self) -> float:
+        """Fraction of the available (present, not dropped) tokens that the encoder sees."""
+        return 1.0 - (self.token_mask_prob if self.modality_drop else self.mask_ratio)
+
+
+TASKS: dict[str, int] = {"sleep_stage": 5, "age": 2, "arousal": 2}  # task -> class count
+TASK_LABEL_FIELD: dict[str, str] = {"sleep_stage": "stage", "age": "age", "arousal": "arousal"}
+CHANCE: dict[str, float] = {"sleep_stage": 0.2, "age": 0.5, "arousal": 0.5}  # balanced-accuracy chance
+
+
+@dataclass(frozen=True)
+class ProbeConfig(_Config):
+    """Linear probing (paper §3.4) and the end-to-end baselines (scratch, fine-tuning)."""
+
+    mode: str = "linear"  # linear (frozen encoder) | scratch | finetune
+    modalities: tuple[str, ...] = MODALITIES  # presence mask restricted to these (unimodal rows)
+    label_fraction: float = 1.0  # fraction of the labelled train windows used (choice: windows, seeded)
+    train_records: int | None = None  # use only the first N train records (seeded shuffle)
+    seed: int = 0
+    # linear heads on cached embeddings; choice (paper silent): AdamW on standardised features,
+    # class-weighted CE, the epoch with the best validation balanced accuracy, per task
+    epochs: int = 100
+    batch_size: int = 1024
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    # end-to-end baselines (scratch / finetune); choice: one model with the three heads (summed
+    # class-weighted CE), AdamW, warm-up then cosine per step, the epoch with the best mean
+    # validation balanced accuracy over the tasks
+    e2e_epochs: int = 20
+    e2e_batch_size: int = 256
+    scratch_lr: float = 3e-4
+    finetune_lr: float = 1e-4
+    e2e_weight_decay: float = 0.05
+    e2e_warmup_epochs: float = 1.0
+    clip_grad_norm: float = 1.0
+    amp: str = "auto"
+    embed_batch_size: int = 512  # inference batch for embeddings and predictions
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("linear", "scratch", "finetune"):
+            raise ValueError(f"probe mode {self.mode!r}; accepted: linear, scratch, finetune")
+        bad = [m for m in self.modalities if m not in MODALITIES]
+        if bad or not self.modalities:
+            raise ValueError(f"probe modalities {bad or '(none)'}; accepted: {', '.join(MODALITIES)}")
+        if not 0.0 < self.label_fraction <= 1.0:
+            raise ValueError(f"label_fraction {self.label_fraction} must lie in (0, 1]")
+
+
+def load_config_file(path: str | Path) -> dict:
+    """A JSON config file (configs/*.json) -> dict of fields; CLI flags override its values."""
+    data = json.loads(Path(path).read_text())
+    return {k: v for k, v in data.items() if not k.startswith("_")}  # "_comment" keys are notes
+
+
+def config_field_names(cls) -> set[str]:
+    return {f.name for f in fields(cls)}
+
+
+__all__ = [
+    "CHANCE",
+    "MODEL_SIZES",
+    "ModelConfig",
+    "PretrainConfig",
+    "ProbeConfig",
+    "TASKS",
+    "TASK_LABEL_FIELD",
+    "load_config_file",
+]
