@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from training.metrics import (
+from physioserve.metrics import (
     aggregate_score,
     auroc,
     balanced_accuracy,

@@ -12,6 +12,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from physioserve.metrics import CHANCE  # re-exported: balanced-accuracy chance per task
 from physioserve.modalities import EPOCH_SECONDS, MODALITIES, TARGET_FS
 
 
@@ -128,7 +129,6 @@ class PretrainConfig(_Config):
 
 TASKS: dict[str, int] = {"sleep_stage": 5, "age": 2, "arousal": 2}  # task -> class count
 TASK_LABEL_FIELD: dict[str, str] = {"sleep_stage": "stage", "age": "age", "arousal": "arousal"}
-CHANCE: dict[str, float] = {"sleep_stage": 0.2, "age": 0.5, "arousal": 0.5}  # balanced-accuracy chance
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import numpy as np
 from physioserve.modalities import MODALITIES
 
 from .config import TASKS
-from .metrics import aggregate_score, classification_metrics
+from physioserve.metrics import aggregate_score, classification_metrics
 
 HELP = "test-split metrics of probe runs, as the paper's tables"
 METRICS = ("balanced_accuracy", "kappa", "macro_f1", "auroc")

@@ -39,7 +39,7 @@ from physioserve.preprocessing import DEFAULT_CONFIG, check_config_matches
 from .config import MODEL_SIZES, TASK_LABEL_FIELD, TASKS, ModelConfig, ProbeConfig, load_config_file
 from .data import BatchSource, WindowBatchDataset
 from .heads import InferenceModel, make_heads
-from .metrics import balanced_accuracy, classification_metrics
+from physioserve.metrics import balanced_accuracy, classification_metrics
 from .model import MultiModalEncoder
 from .pretrain import lr_factor, make_optimizer
 from .runtime import (

@@ -1,4 +1,4 @@
-"""Classification metrics in numpy (no scikit-learn, so the served path may use them) and the aggregate score.
+"""Classification metrics in numpy (no scikit-learn: the served path and the demo use them too) and the aggregate score.
 
 Conventions follow scikit-learn so that a test can compare them directly: balanced accuracy = mean
 recall over the classes present in y_true; macro F1 over the classes present in y_true or y_pred (0
@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import CHANCE
+from .modalities import CLASS_NAMES
+
+# Chance level of balanced accuracy per task: 1 / number of classes (0.2, 0.5, 0.5).
+CHANCE: dict[str, float] = {task: 1.0 / len(names) for task, names in CLASS_NAMES.items()}
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
