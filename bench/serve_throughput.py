@@ -1,0 +1,183 @@
+"""HTTP /predict throughput with concurrent clients vs in-process ONNX Runtime (same bundle, same machine).
+
+In-process baselines, measured first (server not running): (a) the model alone, `InferenceSession.run`
+on preprocessed windows in batches of 64; (b) preprocessing + model. Then `bentoml serve` is started
+from the repository root on a free loopback port (PHYSIOSERVE_BUNDLE=--bundle), and N client threads
+post /predict requests (4-modality 200 Hz windows, JSON encoded once up front) for --seconds each.
+The clients run on the same machine and take CPU from the server: on a small machine that counts
+against the HTTP figure. The server is stopped by its process group.
+
+    python bench/serve_throughput.py --bundle runs/bench/paper-bundle --clients 1 4 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_windows(n: int, fs: int = 200, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    return [{"fs": fs, **{m: np.round(rng.normal(0, 30, 30 * fs), 3).tolist() for m in ("eeg", "eog", "emg", "ecg")}}
+            for _ in range(n)]
+
+
+def in_process(bundle: Path, windows: list[dict], threads: int | None, seconds: float) -> dict:
+    from physioserve.preprocessing import preprocess_modalities
+    from physioserve.runtime import InferenceSession
+
+    session = InferenceSession(bundle, threads=threads)
+    raw = {m: (np.array([w[m] for w in windows]), windows[0]["fs"]) for m in ("eeg", "eog", "emg", "ecg")}
+    signals, mask = preprocess_modalities(raw)
+    session.run(signals[:64], mask[:64])
+
+    def rate(fn) -> float:
+        done, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            done += fn()
+        return done / (time.perf_counter() - start)
+
+    def model_only() -> int:
+        session.run(signals[:64], mask[:64])
+        return min(64, len(signals))
+
+    def with_preprocessing() -> int:
+        s, m = preprocess_modalities({k: (v[0][:64], v[1]) for k, v in raw.items()})
+        session.run(s, m)
+        return len(s)
+
+    return {"model_windows_per_s": rate(model_only), "preprocess_model_windows_per_s": rate(with_preprocessing),
+            "providers": session.providers, "threads": session.threads}
+
+
+def start_server(bundle: Path, env_extra: dict, log: Path) -> tuple[subprocess.Popen, str]:
+    import requests
+
+    port = free_port()
+    env = {**os.environ, "PHYSIOSERVE_BUNDLE": str(bundle), "BENTOML_DO_NOT_TRACK": "true", **env_extra}
+    process = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                               cwd=REPO, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited:\n{log.read_text()[-3000:]}")
+        try:
+            if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return process, url
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    stop_server(process)
+    raise RuntimeError("server not ready after 300 s")
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def http_load(url: str, body: bytes, per_request: int, clients: int, seconds: float) -> dict:
+    import requests
+
+    latencies: list[float] = []
+    errors = [0]
+    stop = time.perf_counter() + seconds
+    lock = threading.Lock()
+
+    def client() -> None:
+        with requests.Session() as http:
+            while time.perf_counter() < stop:
+                t0 = time.perf_counter()
+                response = http.post(f"{url}/predict", data=body, headers={"Content-Type": "application/json"}, timeout=300)
+                with lock:
+                    if response.status_code == 200:
+                        latencies.append(time.perf_counter() - t0)
+                    else:
+                        errors[0] += 1
+
+    start = time.perf_counter()
+    workers = [threading.Thread(target=client) for _ in range(clients)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    elapsed = time.perf_counter() - start
+    ms = sorted(1e3 * x for x in latencies)
+    return {"clients": clients, "requests": len(latencies), "errors": errors[0],
+            "windows_per_s": len(latencies) * per_request / elapsed,
+            "p50_ms": statistics.median(ms) if ms else None, "p95_ms": ms[int(0.95 * (len(ms) - 1))] if ms else None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundle", type=Path, required=True, help="bundle folder (bench/onnx_speed.py writes runs/bench/<size>-bundle)")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--windows-per-request", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=20.0, help="seconds per measurement")
+    parser.add_argument("--threads", type=int, default=None, help="ORT intra-op threads (default: all CPUs)")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/serve_throughput.json"))
+    args = parser.parse_args()
+    load_start = os.getloadavg()
+
+    windows = make_windows(64)
+    base = in_process(args.bundle, windows, args.threads, args.seconds)
+    body = json.dumps({"windows": windows[: args.windows_per_request]}).encode()
+    env_extra = {"PHYSIOSERVE_THREADS": str(args.threads)} if args.threads else {}
+    log = Path("runs/bench/serve_throughput.log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    process, url = start_server(args.bundle, env_extra, log)
+    try:
+        http_load(url, body, args.windows_per_request, 2, 3.0)  # warm-up
+        rows = [http_load(url, body, args.windows_per_request, c, args.seconds) for c in args.clients]
+    finally:
+        stop_server(process)
+    best = max(r["windows_per_s"] for r in rows)
+    meta = json.loads((args.bundle / "bundle.json").read_text())
+    print(f"{meta['model']['size']} model, {args.windows_per_request} windows (4 modalities, 200 Hz) per request, "
+          f"{len(body) / 1e6:.2f} MB body, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}")
+    print(f"in-process: model {base['model_windows_per_s']:.1f} windows/s, preprocessing + model "
+          f"{base['preprocess_model_windows_per_s']:.1f} windows/s ({base['providers'][0]}, {base['threads']} threads)")
+    print(f"{'clients':>7} {'windows/s':>10} {'p50 ms':>8} {'p95 ms':>8} {'errors':>6} {'% of model':>10}")
+    for r in rows:
+        print(f"{r['clients']:>7} {r['windows_per_s']:>10.1f} {r['p50_ms']:>8.0f} {r['p95_ms']:>8.0f} {r['errors']:>6} "
+              f"{100 * r['windows_per_s'] / base['model_windows_per_s']:>9.0f}%")
+    print(f"HTTP at saturation: {100 * best / base['model_windows_per_s']:.0f} % of in-process model throughput, "
+          f"{100 * best / base['preprocess_model_windows_per_s']:.0f} % of in-process preprocessing + model")
+    print(f"1-min load average at start / end: {load_start[0]:.2f} / {os.getloadavg()[0]:.2f} "
+          f"(other processes on this machine take CPU from the figures above)")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"load_average_start_end": [load_start, os.getloadavg()],
+                                    "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+                                    "size": meta["model"]["size"], "windows_per_request": args.windows_per_request,
+                                    "body_bytes": len(body), "in_process": base, "http": rows,
+                                    "http_over_model": best / base["model_windows_per_s"],
+                                    "http_over_preprocess_model": best / base["preprocess_model_windows_per_s"]},
+                                   indent=1))
+
+
+if __name__ == "__main__":
+    main()

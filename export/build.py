@@ -1,0 +1,101 @@
+"""Write a bundle folder from an eval-mode `InferenceModel`: graph, checks, metadata, card, int8.
+
+Order: export (dynamo, legacy fallback) -> `onnx.checker` full check -> parity with torch at
+batch 1, 2, 7, 64 (some modalities absent) -> metadata into the ONNX file and `bundle.json` ->
+optional int8 copy + drift report -> MODEL_CARD.md. The folder is written under a temporary name
+and renamed at the end, so a failed check never leaves a half bundle behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from physioserve.bundle import CARD_FILE, MODEL_FILE, Bundle, interface_metadata, read_bundle, sha256, write_bundle_meta
+from physioserve.preprocessing import DEFAULT_CONFIG
+
+from .card import model_card
+from .graph import PARITY_BATCHES, check_graph, check_parity, export_onnx, set_metadata
+
+INT8_FILE = "model.int8.onnx"
+
+
+def default_version() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%d.%H%M%S")
+
+
+def export_bundle(
+    model: torch.nn.Module,
+    out_dir: str | Path,
+    *,
+    model_config: dict,
+    provenance: dict,
+    name: str = "physioserve",
+    version: str | None = None,
+    exporter: str = "auto",
+    int8: bool = False,
+    int8_windows: tuple[np.ndarray, np.ndarray, str] | None = None,
+    parity_batches: tuple[int, ...] = PARITY_BATCHES,
+    overwrite: bool = False,
+) -> Bundle:
+    """Export `model` to a checked bundle folder at `out_dir`; returns the loaded Bundle."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out_dir} exists and is not empty; choose a new --out or pass --overwrite")
+    tmp = out_dir.with_name(f".{out_dir.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        model = model.eval().cpu()
+        onnx_path = tmp / MODEL_FILE
+        export_info = export_onnx(model, onnx_path, exporter=exporter)
+        check_graph(onnx_path)
+        export_info["parity"] = check_parity(model, onnx_path, batches=parity_batches)
+        export_info["torch"] = torch.__version__
+        export_info["onnx"] = __import__("onnx").__version__
+        export_info["onnxruntime"] = __import__("onnxruntime").__version__
+        d_model = int(model_config["d_model"])
+        meta = {
+            "name": name,
+            "version": version or default_version(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "d_model": d_model,
+            "model": {
+                "size": model_config.get("name"),
+                "parameters": int(sum(p.numel() for p in model.parameters())),
+                "config": model_config,
+            },
+            **interface_metadata(),
+            "preprocessing": DEFAULT_CONFIG.to_dict(),
+            "export": export_info,
+            "provenance": provenance,
+        }
+        set_metadata(onnx_path, meta)
+        files = {MODEL_FILE: sha256(onnx_path)}
+        if int8:
+            from .quantize import int8_drift, quantize_int8
+
+            int8_path = tmp / INT8_FILE
+            quantize_int8(onnx_path, int8_path)
+            signals, mask, source = int8_windows if int8_windows is not None else (None, None, None)
+            drift = int8_drift(onnx_path, int8_path, signals=signals, mask=mask, source=source)
+            meta["export"]["int8"] = {"file": INT8_FILE, "method": "onnxruntime quantize_dynamic, int8 weights "
+                                      "per channel, MatMul/Gemm", **drift}
+            set_metadata(int8_path, meta)
+            set_metadata(onnx_path, meta)  # the fp32 file carries the int8 report too
+            files = {MODEL_FILE: sha256(onnx_path), INT8_FILE: sha256(int8_path)}
+        meta["files"] = files
+        write_bundle_meta(tmp, meta)
+        (tmp / CARD_FILE).write_text(model_card(meta))
+        read_bundle(tmp, verify_hash=True)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return read_bundle(out_dir)

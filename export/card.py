@@ -1,0 +1,117 @@
+"""MODEL_CARD.md from a bundle's metadata: what the model is, what it was trained on, how it scores."""
+
+from __future__ import annotations
+
+import json
+
+from physioserve.modalities import STAGE_NAMES
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if value is None:
+        return "-"
+    return str(value)
+
+
+def _metrics_table(evaluation: dict) -> list[str]:
+    """{source, metrics: {task: {metric: value}}, aggregate?} as a Markdown table."""
+    metrics = evaluation.get("metrics") or {}
+    tasks = {k: v for k, v in metrics.items() if isinstance(v, dict)}
+    lines = [f"Source: {evaluation.get('source', '-')}.", ""]
+    if not tasks:
+        return lines + ["```json", json.dumps(metrics, indent=1)[:6000], "```"]
+    names = [m for m in ("balanced_accuracy", "kappa", "macro_f1", "auroc", "n") if any(m in v for v in tasks.values())]
+    lines += ["| task | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
+    for task, values in tasks.items():
+        lines.append(f"| {task} | " + " | ".join(_fmt(values.get(m)) for m in names) + " |")
+    if evaluation.get("aggregate") is not None:
+        lines += ["", f"Aggregate score (mean over tasks of (balanced accuracy - chance) / chance): "
+                      f"{_fmt(evaluation['aggregate'])}"]
+    return lines
+
+
+def model_card(meta: dict) -> str:
+    """The model card text (its first paragraph is the summary /metadata returns)."""
+    model = meta.get("model", {})
+    prov = meta.get("provenance", {})
+    export = meta.get("export", {})
+    pre = meta.get("preprocessing", {})
+    size = model.get("size", "?")
+    data = prov.get("data") or {}
+    lines = [
+        f"# {meta['name']} {meta['version']}",
+        "",
+        f"Multimodal sleep model ({size} size, d_model {meta.get('d_model')}, "
+        f"{_fmt(model.get('parameters'))} parameters): a MultiMAE-style encoder pretrained with input "
+        "modality drop (Fang et al., 2024) with linear heads for sleep stage (W, N1, N2, N3, REM), age "
+        "(< 55 / >= 55) and arousal, on 30 s windows of any subset of EEG, EOG, EMG and ECG.",
+        "",
+        "## Intended use",
+        "",
+        "Research on overnight physiological recordings: per-epoch sleep-stage probabilities, arousal "
+        "probabilities and embeddings. Not a medical device; not validated for diagnosis. The numbers "
+        "below say how it scored on its own test split, nothing about other populations or hardware.",
+        "",
+        "## Inputs and preprocessing",
+        "",
+        f"`signals` float32 [batch, 4, 3000] (modalities in order {', '.join(meta.get('modalities', []))}), "
+        "`modality_mask` bool [batch, 4] (at least one modality per window). Raw windows in µV at any rate "
+        ">= 100 Hz go through `physioserve.preprocessing.preprocess` (the bundle refuses to load if this "
+        "config differs from the code's):",
+        "",
+        "```json",
+        json.dumps(pre, indent=1, sort_keys=True),
+        "```",
+        "",
+        "## Outputs",
+        "",
+        f"`embedding` [batch, {meta.get('d_model')}], `sleep_stage_logits` [batch, 5] ({', '.join(STAGE_NAMES)}), "
+        "`age_logits` [batch, 2] (<55, >=55), `arousal_logits` [batch, 2] (no_arousal, arousal).",
+        "",
+        "## Training",
+        "",
+        f"- pretraining checkpoint: `{prov.get('checkpoint', {}).get('file', '-')}` "
+        f"(step {_fmt(prov.get('checkpoint', {}).get('step'))}, epoch {_fmt(prov.get('checkpoint', {}).get('epoch'))}, "
+        f"sha256 {str(prov.get('checkpoint', {}).get('sha256', '-'))[:12]})",
+        f"- probe: `{prov.get('probe', {}).get('file', '-')}` (mode {prov.get('probe', {}).get('mode', '-')})",
+        f"- data: {json.dumps(data, sort_keys=True) if data else '-'}",
+        f"- source revision at training: {_fmt(prov.get('git_train'))}; at export: {_fmt(prov.get('git_export'))}",
+        f"- torch {_fmt(prov.get('torch'))}",
+        "",
+        "## Evaluation",
+        "",
+    ]
+    evaluation = prov.get("evaluation")
+    lines += _metrics_table(evaluation) if evaluation else ["No evaluation JSON was given at export (`--evaluation`)."]
+    parity = export.get("parity", {})
+    lines += [
+        "",
+        "## Export checks",
+        "",
+        f"- exporter: {export.get('exporter')} (opset {export.get('opset')})"
+        + (f"; dynamo failed: {export['fallback_reason']}" if export.get("fallback_reason") else ""),
+        "- `onnx.checker` full check: passed",
+        "- ONNX Runtime vs torch, max-abs difference over all outputs (some modalities absent): "
+        + ", ".join(f"batch {b}: {v:.2e}" for b, v in parity.get("max_abs", {}).items())
+        + f" (tolerance {parity.get('tolerance')})",
+    ]
+    int8 = export.get("int8")
+    if int8:
+        lines.append(
+            f"- int8 (`{int8.get('file')}`, dynamic quantisation): sleep-stage agreement with fp32 "
+            f"{int8.get('sleep_stage_agreement')} on {int8.get('windows')} {int8.get('source')}; "
+            f"max |Δp| stage {int8.get('sleep_stage_max_abs_prob')}"
+        )
+    lines += [
+        "",
+        "## Limitations",
+        "",
+        "- Sleep onset latency and efficiency are computed from the recording start, which stands in for "
+        "lights-off.",
+        "- Arousal is rare (about 2.7 % of scored epochs in PhysioNet 2018): read its probability, not only its label.",
+        "- Age is predicted per 30 s window; a night-level value is the mean of those.",
+        "",
+    ]
+    return "\n".join(lines)

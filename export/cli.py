@@ -1,0 +1,180 @@
+"""`physioserve export`: pretraining checkpoint + probe heads -> a checked model bundle (ONNX).
+
+    physioserve export --checkpoint runs/small/encoder.pt --probe runs/small-probe --out bundles/small
+    physioserve export ... --int8 --data runs/cache      # + int8 graph, drift measured on real windows
+    physioserve export ... --register                    # + save into the BentoML model store
+
+The encoder comes from the probe's `model.pt` (the weights the heads were trained on); the checkpoint
+gives the pretraining provenance, and the two are checked to agree for a linear probe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HELP = "export encoder + probe heads to an ONNX model bundle (parity-checked; optional int8 and model-store registration)"
+
+PROBE_MODEL = "model.pt"
+EVALUATION_NAMES = ("evaluation.json", "metrics.json", "results.json")
+INT8_WINDOWS = 512
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", type=Path, required=True, help="RUN_DIR/encoder.pt or RUN_DIR/checkpoint.pt of `physioserve pretrain`")
+    parser.add_argument("--probe", type=Path, required=True, help="PROBE_DIR of `physioserve probe` (holds model.pt), or that model.pt")
+    parser.add_argument("--out", type=Path, required=True, help="bundle folder to write (model.onnx, bundle.json, MODEL_CARD.md)")
+    parser.add_argument("--evaluation", type=Path, default=None,
+                        help="JSON of `physioserve evaluate` for the model card (default: PROBE_DIR/evaluation.json if present)")
+    parser.add_argument("--name", default="physioserve", help="model name in bundle.json (default physioserve)")
+    parser.add_argument("--version", default=None, help="model version (default: UTC time YYYYMMDD.HHMMSS)")
+    parser.add_argument("--int8", action="store_true", help="also write model.int8.onnx (dynamic quantisation) and its drift report")
+    parser.add_argument("--data", type=Path, default=None, help="window cache whose test windows measure the int8 drift")
+    parser.add_argument("--register", action="store_true", help="save the bundle into the BentoML model store as physioserve:<version>")
+    parser.add_argument("--legacy", action="store_true", help="use the legacy TorchScript exporter instead of dynamo")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+
+
+def _load(path: Path) -> dict:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _sha(path: Path) -> str:
+    from physioserve.bundle import sha256
+
+    return sha256(path)
+
+
+def checkpoint_encoder_state(blob: dict) -> dict | None:
+    """Encoder weights of an encoder.pt ('encoder') or a pretraining checkpoint.pt ('model', MultiMAE)."""
+    if "encoder" in blob:
+        return blob["encoder"]
+    if "model" in blob:
+        prefix = "encoder."
+        return {k[len(prefix):]: v for k, v in blob["model"].items() if k.startswith(prefix)}
+    return None
+
+
+def select_evaluation(probe: Path, evaluation: Path | None) -> dict | None:
+    """This probe's metrics: its run in an `evaluate` JSON (test split), else probe.json's validation metrics."""
+    probe_dir = probe if probe.is_dir() else probe.parent
+    if evaluation is None and (probe_dir / "evaluation.json").exists():
+        evaluation = probe_dir / "evaluation.json"
+    if evaluation is not None:
+        data = json.loads(Path(evaluation).read_text())
+        runs = data.get("runs") if isinstance(data, dict) else None
+        if runs is None:
+            return {"source": f"{Path(evaluation).name}", "metrics": data}
+        mine = [r for r in runs if Path(str(r.get("dir", ""))).name == probe_dir.name]
+        if len(mine) == 1:
+            run = mine[0]
+            return {"source": f"{Path(evaluation).name} (physioserve evaluate, test split)", "metrics": run.get("metrics"),
+                    "aggregate": run.get("aggregate"), "row": run.get("row")}
+        print(f"export: {evaluation} has no single run for {probe_dir.name}; using probe.json's validation metrics",
+              file=sys.stderr)
+    summary_path = probe_dir / "probe.json"
+    if summary_path.exists():
+        summary = json.loads(summary_path.read_text())
+        if summary.get("val_metrics"):
+            return {"source": "probe.json (validation split; run `physioserve evaluate` for test metrics)",
+                    "metrics": summary["val_metrics"]}
+    return None
+
+
+def load_for_export(checkpoint: Path, probe: Path, evaluation: Path | None = None):
+    """-> (eval InferenceModel, model config dict, provenance dict)."""
+    import torch
+
+    from physioserve.preprocessing import check_config_matches
+    from training.heads import load_inference_model
+    from training.runtime import git_revision
+
+    probe_file = probe / PROBE_MODEL if probe.is_dir() else probe
+    for path, what in ((checkpoint, "--checkpoint"), (probe_file, "--probe")):
+        if not path.exists():
+            raise FileNotFoundError(f"{what}: {path} does not exist")
+    ckpt = _load(checkpoint)
+    ckpt_configs = ckpt.get("configs", {})
+    check_config_matches(ckpt_configs.get("preprocessing", {}), where=f"checkpoint {checkpoint}")
+    model, probe_configs = load_inference_model(probe_file)
+    if "preprocessing" in probe_configs:
+        check_config_matches(probe_configs["preprocessing"], where=f"probe {probe_file}")
+    if ckpt_configs.get("model") and ckpt_configs["model"] != probe_configs.get("model"):
+        raise ValueError(f"checkpoint {checkpoint} and probe {probe_file} have different model configs; "
+                         "give the checkpoint the probe was trained on")
+    ckpt_encoder = checkpoint_encoder_state(ckpt)
+    same_encoder = None
+    if ckpt_encoder:
+        probe_encoder = model.encoder.state_dict()
+        same_encoder = all(k in ckpt_encoder and torch.equal(v, ckpt_encoder[k]) for k, v in probe_encoder.items())
+    mode = probe_configs.get("probe", {}).get("mode", "linear")
+    if same_encoder is False and mode == "linear":
+        raise ValueError(f"probe {probe_file} is a linear probe but its encoder differs from checkpoint {checkpoint}; "
+                         "give the checkpoint the probe was trained on")
+    evaluation_info = select_evaluation(probe, evaluation)
+    provenance = {
+        "checkpoint": {"file": checkpoint.name, "sha256": _sha(checkpoint), "kind": ckpt.get("kind"),
+                       "step": ckpt.get("step"), "epoch": ckpt.get("epoch"), "configs": ckpt_configs},
+        "probe": {"file": f"{probe.name}/{PROBE_MODEL}" if probe.is_dir() else probe.name, "sha256": _sha(probe_file),
+                  "mode": mode, "encoder_matches_checkpoint": same_encoder, "configs": probe_configs},
+        "data": ckpt_configs.get("data"),
+        "git_train": ckpt.get("git"),
+        "git_export": git_revision(),
+        "torch": ckpt.get("torch"),
+        "evaluation": evaluation_info,
+    }
+    return model, probe_configs["model"], provenance
+
+
+def cache_windows(cache_dir: Path, n: int = INT8_WINDOWS):
+    """Up to n windows of a cache's test split (else all records), evenly spaced: (signals, mask, description)."""
+    import numpy as np
+
+    from physioserve.cache import WindowCache
+
+    cache = WindowCache(cache_dir)
+    split = "test"
+    try:
+        indices = cache.split_indices("test")
+    except FileNotFoundError:
+        indices = np.zeros(0, np.int64)
+    if not len(indices):
+        indices, split = np.arange(len(cache)), "all records"
+    indices = indices[np.linspace(0, len(indices) - 1, min(n, len(indices))).astype(np.int64)]
+    return cache.windows(indices), cache.mask[indices], f"windows of cache {cache_dir.name} ({split})"
+
+
+def run(args: argparse.Namespace) -> int:
+    from physioserve.bundle import save_to_store
+
+    from .build import export_bundle
+
+    try:
+        model, model_config, provenance = load_for_export(args.checkpoint, args.probe, args.evaluation)
+    except (FileNotFoundError, ValueError, KeyError) as error:
+        print(f"physioserve export: {error}", file=sys.stderr)
+        return 1
+    windows = cache_windows(args.data) if args.int8 and args.data else None
+    try:
+        bundle = export_bundle(
+            model, args.out, model_config=model_config, provenance=provenance, name=args.name, version=args.version,
+            exporter="legacy" if args.legacy else "auto", int8=args.int8, int8_windows=windows, overwrite=args.overwrite,
+        )
+    except (FileExistsError, ValueError) as error:
+        print(f"physioserve export: {error}", file=sys.stderr)
+        return 1
+    export = bundle.meta["export"]
+    parity = ", ".join(f"b{b} {v:.1e}" for b, v in export["parity"]["max_abs"].items())
+    print(f"bundle {bundle.path}: {bundle.name} {bundle.version}, exporter {export['exporter']}, parity max-abs {parity}")
+    if export.get("fallback_reason"):
+        print(f"  dynamo exporter failed, legacy used: {export['fallback_reason']}")
+    if "int8" in export:
+        print(f"  int8: stage agreement with fp32 {export['int8']['sleep_stage_agreement']} on {export['int8']['windows']} windows")
+    if args.register:
+        tag = save_to_store(bundle.path, name=args.name)
+        print(f"  registered in the BentoML model store as {tag}")
+    return 0
