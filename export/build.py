@@ -41,6 +41,7 @@ def export_bundle(
     int8_windows: tuple[np.ndarray, np.ndarray, str] | None = None,
     parity_batches: tuple[int, ...] = PARITY_BATCHES,
     overwrite: bool = False,
+    ablation_cache: str | Path | None = None,
 ) -> Bundle:
     """Export `model` to a checked bundle folder at `out_dir`; returns the loaded Bundle."""
     out_dir = Path(out_dir)
@@ -88,6 +89,10 @@ def export_bundle(
             set_metadata(int8_path, meta)
             set_metadata(onnx_path, meta)  # the fp32 file carries the int8 report too
             files = {MODEL_FILE: sha256(onnx_path), INT8_FILE: sha256(int8_path)}
+        if ablation_cache is not None:  # card table only: the graph's metadata stays as exported
+            from .ablation import modality_ablation
+
+            meta["provenance"]["modality_ablation"] = modality_ablation(onnx_path, ablation_cache)
         meta["files"] = files
         write_bundle_meta(tmp, meta)
         (tmp / CARD_FILE).write_text(model_card(meta))

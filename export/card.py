@@ -6,6 +6,8 @@ import json
 
 from physioserve.modalities import STAGE_NAMES
 
+from .ablation import ablation_table
+
 
 def _fmt(value) -> str:
     if isinstance(value, float):
@@ -48,6 +50,7 @@ def model_card(meta: dict) -> str:
         "modality drop (Fang et al., 2024) with linear heads for sleep stage (W, N1, N2, N3, REM), age "
         "(< 55 / >= 55) and arousal, on 30 s windows of any subset of EEG, EOG, EMG and ECG.",
         "",
+        *([prov["card_notes"], ""] if prov.get("card_notes") else []),
         "## Intended use",
         "",
         "Research on overnight physiological recordings: per-epoch sleep-stage probabilities, arousal "
@@ -85,6 +88,12 @@ def model_card(meta: dict) -> str:
     ]
     evaluation = prov.get("evaluation")
     lines += _metrics_table(evaluation) if evaluation else ["No evaluation JSON was given at export (`--evaluation`)."]
+    ablation = prov.get("modality_ablation")
+    if ablation:
+        lines += ["", "## Missing modalities", "",
+                  "The same heads, test split, with modalities removed at inference (what a recording that "
+                  "lacks them gets; nothing retrained). Balanced accuracy unless named; score = aggregate as above.",
+                  "", *ablation_table(ablation)]
     parity = export.get("parity", {})
     lines += [
         "",

@@ -35,6 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--register", action="store_true", help="save the bundle into the BentoML model store as physioserve:<version>")
     parser.add_argument("--legacy", action="store_true", help="use the legacy TorchScript exporter instead of dynamo")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    parser.add_argument("--ablation", action="store_true",
+                        help="score the exported graph on --data's test split with modalities missing (model card table)")
+    parser.add_argument("--card-notes", type=Path, default=None,
+                        help="Markdown file put at the top of MODEL_CARD.md (what the model was trained on, caveats)")
 
 
 def _load(path: Path) -> dict:
@@ -159,10 +163,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"physioserve export: {error}", file=sys.stderr)
         return 1
     windows = cache_windows(args.data) if args.int8 and args.data else None
+    if args.ablation and not args.data:
+        print("physioserve export: --ablation needs --data CACHE (the window cache whose test split it scores)", file=sys.stderr)
+        return 1
+    if args.card_notes is not None:
+        if not args.card_notes.is_file():
+            print(f"physioserve export: --card-notes {args.card_notes}: no such file", file=sys.stderr)
+            return 1
+        provenance["card_notes"] = args.card_notes.read_text().strip()
     try:
         bundle = export_bundle(
             model, args.out, model_config=model_config, provenance=provenance, name=args.name, version=args.version,
             exporter="legacy" if args.legacy else "auto", int8=args.int8, int8_windows=windows, overwrite=args.overwrite,
+            ablation_cache=args.data if args.ablation else None,
         )
     except (FileExistsError, ValueError) as error:
         print(f"physioserve export: {error}", file=sys.stderr)

@@ -66,6 +66,21 @@ def test_export_writes_a_checked_bundle(pipeline):
     assert "| sleep_stage |" in card and "batch 64:" in card and "int8" in card
 
 
+def test_card_has_the_notes_and_the_missing_modality_table(pipeline):
+    meta = json.loads((pipeline["bundle"] / "bundle.json").read_text())
+    rows = {r["inputs"]: r for r in meta["provenance"]["modality_ablation"]}
+    assert list(rows) == ["all four", "eeg", "eog", "emg", "ecg", "no eeg", "no eog", "no emg", "no ecg", "eeg+eog"]
+    assert len({r["windows"] for r in rows.values()}) == 1  # every test window keeps some modality
+    evaluation = json.loads((pipeline["evaluation"] / "evaluation.json").read_text())["runs"][0]["metrics"]
+    # all four modalities through ONNX Runtime = the probe's own test metrics through torch
+    assert abs(rows["all four"]["metrics"]["sleep_stage"]["balanced_accuracy"]
+               - evaluation["sleep_stage"]["balanced_accuracy"]) < 0.02
+    assert rows["all four"]["windows"] == evaluation["sleep_stage"]["n"]
+    card = (pipeline["bundle"] / "MODEL_CARD.md").read_text()
+    assert "**Trained on made-up test windows.**" in card.split("## Intended use")[0]
+    assert "## Missing modalities" in card and "| no ecg |" in card
+
+
 def test_parity_holds_at_each_batch_size_with_modalities_absent(model, pipeline):
     report = check_parity(model, pipeline["bundle"] / "model.onnx", batches=(1, 2, 7, 64), seed=99)
     assert all(v <= 1e-4 for v in report["max_abs"].values())

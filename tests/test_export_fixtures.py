@@ -40,6 +40,7 @@ def tiny_pipeline(base: Path) -> dict[str, Path]:
         return paths
     shutil.rmtree(root, ignore_errors=True)
     make_tiny_cache(paths["cache"])
+    (root / "notes.md").write_text("**Trained on made-up test windows.** Not for real use.")
     commands = [
         ["pretrain", "--data", paths["cache"], "--out", paths["run"], "--size", "tiny", "--max-steps", "3",
          "--batch-size", "8", "--no-progress"],
@@ -48,7 +49,7 @@ def tiny_pipeline(base: Path) -> dict[str, Path]:
         ["evaluate", paths["probe"], "--out", paths["evaluation"]],
         ["export", "--checkpoint", paths["run"] / "encoder.pt", "--probe", paths["probe"], "--out", paths["bundle"],
          "--evaluation", paths["evaluation"] / "evaluation.json", "--int8", "--data", paths["cache"],
-         "--version", "0.0.1-test"],
+         "--version", "0.0.1-test", "--ablation", "--card-notes", root / "notes.md"],
     ]
     for command in commands:
         assert main([str(c) for c in command]) == 0, f"physioserve {command[0]} failed"
