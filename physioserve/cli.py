@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str, str | None]] = {
     "probe": ("training.probe", "linear probes (stage, age, arousal) on a frozen encoder", "train"),
     "evaluate": ("training.evaluate", "test-split metrics of probe runs, as the paper's tables", "train"),
     "export": ("export.cli", "export encoder + probe heads to a checked ONNX model bundle", "export"),
+    "demo": ("physioserve.demo", "score a synthetic night from a held-out real hypnogram with the default model", None),
     "score": ("physioserve.score", "score EDF/BDF/WFDB recordings: per-epoch table, night summary, hypnogram", None),
 }
 
