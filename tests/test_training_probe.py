@@ -115,3 +115,26 @@ def test_window_selection(setup):
     ecg_only = np.array([False, False, False, True])
     test = select_windows(c, "test", ProbeConfig(modalities=("ecg",)), ecg_only)
     assert len(test) == 0  # the test record (tiny01) has no ECG
+
+
+def test_subset_augmented_heads_fit_every_subset_and_keep_full_input_test_metrics(setup, tmp_path, capsys):
+    from training.probe import augment_subsets
+
+    assert augment_subsets(("eeg", "eog", "emg", "ecg")) == [
+        ("eeg",), ("eog",), ("emg",), ("ecg",), ("eog", "emg", "ecg"), ("eeg", "emg", "ecg"),
+        ("eeg", "eog", "ecg"), ("eeg", "eog", "emg")]
+    assert augment_subsets(("eeg", "eog")) == [("eeg",), ("eog",)]
+    _, cache, encoder = setup
+    plain = _probe(cache, tmp_path / "plain", "--checkpoint", str(encoder))
+    summary = _probe(cache, tmp_path / "aug", "--checkpoint", str(encoder), "--subset-augment")
+    assert summary["configs"]["probe"]["subset_augment"] is True
+    rows = int(capsys.readouterr().err.split("train rows ")[1].split()[0])
+    n_train = summary["windows"]["train"]
+    assert 8 * n_train - 2 * n_train < rows <= 9 * n_train  # full + 8 subsets (ecg missing in one record)
+    # test predictions are for the full input, as without augmentation
+    a, b = np.load(tmp_path / "plain" / "predictions.npz"), np.load(tmp_path / "aug" / "predictions.npz")
+    assert np.array_equal(a["sleep_stage__test__index"], b["sleep_stage__test__index"])
+    assert plain["windows"] == summary["windows"]
+    with pytest.raises(SystemExit, match="applies to linear probes"):
+        main(["probe", "--data", str(cache), "--out", str(tmp_path / "x"), "--scratch", "--size", "tiny",
+              "--subset-augment", *CPU])

@@ -146,6 +146,10 @@ class ProbeConfig(_Config):
     batch_size: int = 1024
     lr: float = 1e-3
     weight_decay: float = 1e-4
+    # our addition (not the paper's): linear heads also train and select on the embeddings of each
+    # single modality and each one-left-out subset, so one set of heads serves recordings that lack
+    # modalities (the deployed model); test metrics stay those of `modalities`
+    subset_augment: bool = False
     # end-to-end baselines (scratch / finetune); choice: one model with the three heads (summed
     # class-weighted CE), AdamW, warm-up then cosine per step, the epoch with the best mean
     # validation balanced accuracy over the tasks

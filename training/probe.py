@@ -67,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--scratch", action="store_true", help="same architecture trained end to end from random init")
     mode.add_argument("--finetune", action="store_true", help="full fine-tuning from the checkpoint")
+    parser.add_argument("--subset-augment", action="store_true", default=None,
+                        help="linear: train the heads on every single-modality and one-left-out subset too "
+                             "(heads that serve recordings lacking modalities)")
     parser.add_argument("--label-fraction", type=float, help="fraction of the labelled train windows (seeded)")
     parser.add_argument("--train-records", type=int, help="use only N train records (seeded)")
     parser.add_argument("--epochs", type=int, help="epochs of the heads (linear) or of end-to-end training")
@@ -88,6 +91,7 @@ def _config_from_args(args: argparse.Namespace) -> ProbeConfig:
     flags = {
         "modalities": tuple(m.strip() for m in args.modalities.split(",")) if args.modalities else None,
         "label_fraction": args.label_fraction,
+        "subset_augment": args.subset_augment,
         "train_records": args.train_records,
         "seed": args.seed,
         "amp": args.amp,
@@ -102,6 +106,8 @@ def _config_from_args(args: argparse.Namespace) -> ProbeConfig:
             raise SystemExit(f"probe: --modalities {','.join(values['modalities'])}: unknown {', '.join(unknown) or '(none given)'}; "
                              f"accepted: {', '.join(MODALITIES)}")
         values["modalities"] = tuple(m for m in MODALITIES if m in values["modalities"])  # MODALITIES order
+    if values.get("subset_augment") and mode != "linear":
+        raise SystemExit("probe: --subset-augment applies to linear probes; drop it with --scratch/--finetune")
     try:
         return ProbeConfig.from_dict(values)
     except ValueError as error:
@@ -319,24 +325,56 @@ def _embeddings(encoder, datasets, cfg, args, out: Path, amp_dtype, device) -> d
     return emb
 
 
+def augment_subsets(modalities: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """Each single modality and each one-left-out subset of `modalities` (the full set excluded)."""
+    singles = [(m,) for m in modalities]
+    left_out = [tuple(x for x in modalities if x != m) for m in modalities]
+    return [s for s in dict.fromkeys(singles + left_out) if s and s != tuple(modalities)]
+
+
+def _subset_embeddings(encoder, datasets, labels, cfg, args, amp_dtype, device) -> dict[str, tuple]:
+    """Train and val embeddings (and their labels) of every augmentation subset, concatenated."""
+    out = {}
+    for split in ("train", "val"):
+        xs, ys = [], {t: [] for t in TASKS}
+        for subset in augment_subsets(cfg.modalities):
+            keep = np.array([m in subset for m in MODALITIES])
+            present = (datasets[split].cache.mask[datasets[split].indices] & keep).any(1)  # [n]
+            ds = WindowBatchDataset(datasets[split].cache_root, datasets[split].indices[present], keep)
+            source = _loader(ds, cfg.embed_batch_size, device, args, shuffle=False, seed=cfg.seed)
+            xs.append(compute_embeddings(encoder, source, amp_dtype))
+            for t in TASKS:
+                ys[t].append(labels[split][t][present])
+        out[split] = (np.concatenate(xs), {t: np.concatenate(v) for t, v in ys.items()})
+    return out
+
+
 def _linear(encoder, datasets, labels, cfg, args, out, amp_dtype, device):
     emb = _embeddings(encoder, datasets, cfg, args, out, amp_dtype, device)
     heads = make_heads(encoder.cfg.d_model)
     selection, probs = {}, {}
     x = {s: torch.from_numpy(emb[s]).float().to(device) for s in SPLITS}
+    fit_x, fit_labels = {s: x[s] for s in ("train", "val")}, {s: labels[s] for s in ("train", "val")}
+    if cfg.subset_augment:  # heads fit on the full input plus every augmentation subset
+        extra = _subset_embeddings(encoder, datasets, labels, cfg, args, amp_dtype, device)
+        for s, (xe, ye) in extra.items():
+            fit_x[s] = torch.cat([x[s], torch.from_numpy(xe).float().to(device)])
+            fit_labels[s] = {t: np.concatenate([labels[s][t], ye[t]]) for t in TASKS}
+        print(f"probe: subset augmentation, {len(augment_subsets(cfg.modalities))} subsets, train rows "
+              f"{len(fit_x['train'])}", file=sys.stderr)
     for task, n_classes in TASKS.items():
-        y = labels["train"][task]
+        y = fit_labels["train"][task]
         has = y >= 0
         classes = np.unique(y[has])
-        if len(classes) < 2 or not (labels["val"][task] >= 0).any():
+        if len(classes) < 2 or not (fit_labels["val"][task] >= 0).any():
             selection[task] = {"skipped": f"train has classes {classes.tolist()}; validation labels: "
-                                          f"{int((labels['val'][task] >= 0).sum())}"}
+                                          f"{int((fit_labels['val'][task] >= 0).sum())}"}
             continue
-        val_has = labels["val"][task] >= 0
-        head, info = train_linear_head(x["train"][torch.from_numpy(has).to(device)],
+        val_has = fit_labels["val"][task] >= 0
+        head, info = train_linear_head(fit_x["train"][torch.from_numpy(has).to(device)],
                                        torch.from_numpy(y[has]).to(device),
-                                       x["val"][torch.from_numpy(val_has).to(device)],
-                                       labels["val"][task][val_has], n_classes, cfg)
+                                       fit_x["val"][torch.from_numpy(val_has).to(device)],
+                                       fit_labels["val"][task][val_has], n_classes, cfg)
         heads[task].load_state_dict(head.state_dict())
         selection[task] = info
         with torch.no_grad():
