@@ -26,9 +26,12 @@ done
 step "$ps" probe --config configs/probe-end-to-end.json --scratch --size small --epochs 2 --data "$runs/cache" --out "$runs/scratch" --no-progress
 # 6. test-split tables
 step "$ps" evaluate "$runs"/probe-* "$runs/scratch" --out "$runs/evaluation"
-# 7. the bundled default model: export the all-modality probe with its test metrics, the
-#    missing-modality table and the card notes, into the package
-step "$ps" evaluate "$runs/probe-all" --out "$runs/evaluation-all"
-step "$ps" export --checkpoint "$runs/pretrain/encoder.pt" --probe "$runs/probe-all" \
-  --evaluation "$runs/evaluation-all/evaluation.json" --int8 --data "$runs/cache" --ablation \
+# 7. the bundled default model: heads fitted on the full input and on every single-modality and
+#    one-left-out subset (so recordings that lack modalities get usable predictions), exported with
+#    its test metrics, the missing-modality table and the card notes, into the package
+step "$ps" probe --config configs/probe-linear.json --checkpoint "$runs/pretrain/encoder.pt" --data "$runs/cache" \
+  --subset-augment --out "$runs/probe-all-augmented" --no-progress
+step "$ps" evaluate "$runs/probe-all-augmented" --out "$runs/evaluation-augmented"
+step "$ps" export --checkpoint "$runs/pretrain/encoder.pt" --probe "$runs/probe-all-augmented" \
+  --evaluation "$runs/evaluation-augmented/evaluation.json" --data "$runs/cache" --ablation \
   --card-notes configs/default_model_card_notes.md --version 0.1.0 --out physioserve/assets/default_bundle --overwrite

@@ -15,3 +15,14 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} not found")
     return SHARED_DATA
+
+
+@pytest.fixture
+def torch_one_thread():
+    """One torch thread: tiny ops gain nothing from more, and a busy CPU makes spinning threads slow."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -16,12 +16,8 @@ CPU = ["--device", "cpu", "--no-progress"]
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: tiny ops gain nothing from more, and a busy CPU makes spinning threads slow."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def one_thread(torch_one_thread):
+    """Every test here runs with one torch thread (conftest.torch_one_thread)."""
 
 
 @pytest.fixture(autouse=True)
