@@ -25,7 +25,7 @@ done
 # 5. baseline of the paper's tables: the same architecture trained end to end from random init
 step "$ps" probe --config configs/probe-end-to-end.json --scratch --size small --epochs 2 --data "$runs/cache" --out "$runs/scratch" --no-progress
 # 6. test-split tables
-step "$ps" evaluate "$runs"/probe-* "$runs/scratch" --out "$runs/evaluation"
+step "$ps" evaluate "$runs"/probe-{all,eeg,eog,emg,ecg} "$runs/scratch" --out "$runs/evaluation"
 # 7. the bundled default model: heads fitted on the full input and on every single-modality and
 #    one-left-out subset (so recordings that lack modalities get usable predictions), exported with
 #    its test metrics, the missing-modality table and the card notes, into the package
