@@ -293,3 +293,15 @@ def test_cli_synth_writes_a_corpus(tmp_path, capsys):
 
 def test_channel_order_matches_the_writer():
     assert list(CHANNEL_NAMES) == REAL_NAMES
+
+
+def test_short_crops_always_hold_a_scored_epoch():
+    """A crop entirely before scoring starts would have no stage note (wfdb.wrann refuses an empty file)."""
+    from physioserve.synth.corpus import _crop
+    from physioserve.synth.hypnograms import Hypnogram
+
+    stages = np.r_[np.full(50, 5), np.full(100, 2)].astype(np.int8)
+    hyp = Hypnogram("late-start", stages, np.zeros((0, 2), np.int64), len(stages) * 6000)
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        assert (_crop(rng, hyp, hours=3 / 120).stages != 5).any()  # 3 epochs

@@ -70,7 +70,9 @@ def _crop(rng: np.random.Generator, hyp: Hypnogram, hours: float | None) -> Hypn
     if n_epochs >= hyp.n_epochs:
         return hyp
     scored = np.flatnonzero(hyp.stages != STAGE_UNDEFINED)
-    lo = max(int(scored[0]) - 10, 0) if len(scored) else 0
+    # start at most 10 epochs (and never a whole crop) before scoring starts: every crop holds a
+    # scored epoch, which the label files need
+    lo = max(int(scored[0]) - min(10, n_epochs - 1), 0) if len(scored) else 0
     hi = hyp.n_epochs - n_epochs
     start = int(rng.integers(min(lo, hi), hi + 1))
     return hyp.crop(start, n_epochs)
