@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from benchlib import machine, print_load
 
 
 def timed(fn, *, min_reps: int = 2, min_seconds: float = 3.0) -> float:
@@ -114,7 +114,7 @@ def main() -> None:
                          "pct_of_peak": 100 * flops * batch / seconds / 1e9 / peak})
     print(f"{args.size} model (d_model {d}, {meta['model']['parameters'] / 1e6:.1f} M parameters, "
           f"{flops / 1e9:.2f} GFLOP/window), {threads} thread(s), matmul peak {peak:.1f} GFLOP/s, "
-          f"{platform.processor() or platform.machine()}")
+          f"{machine()}")
     print(f"{'variant':<12} {'batch':>5} {'windows/s':>10} {'ms/window':>10} {'GFLOP/s':>8} {'% peak':>7}")
     for r in rows:
         print(f"{r['variant']:<12} {r['batch']:>5} {r['windows_per_s']:>10.2f} {r['ms_per_window']:>10.2f} "
@@ -123,11 +123,10 @@ def main() -> None:
     int8 = meta["export"]["int8"]
     print(f"export {export_s:.1f} s ({meta['export']['exporter']}); parity max-abs {parity}; "
           f"int8 stage agreement {int8['sleep_stage_agreement']} on {int8['windows']} {int8['source']}")
-    print(f"1-min load average at start / end: {load_start[0]:.2f} / {os.getloadavg()[0]:.2f} "
-          f"(other processes on this machine take CPU from the figures above)")
+    print_load(load_start)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"load_average_start_end": [load_start, os.getloadavg()],
-        "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "threads": threads,
+        "machine": machine(), "cpus": os.cpu_count(), "threads": threads,
         "torch": torch.__version__, "onnxruntime": __import__("onnxruntime").__version__, "size": args.size,
         "d_model": d, "parameters": meta["model"]["parameters"], "gflop_per_window": flops / 1e9,
         "matmul_peak_gflops": peak, "providers": sessions["fp32"].providers, "parity_max_abs": parity,

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import numpy as np
 
 from physioserve.modalities import MODALITIES
 from physioserve.preprocessing import preprocess
+from benchlib import machine, pin_to_one_core
 
 
 def best_of(fn, repeats: int) -> float:
@@ -36,8 +35,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("bench/results/preprocess_speed.json"))
     args = parser.parse_args()
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    pin_to_one_core()
     n_windows = int(args.hours * 120)
     rng = np.random.default_rng(0)
     rows = []
@@ -54,7 +52,7 @@ def main() -> None:
     for r in rows:
         print(f"{r['fs']:>6} {r['windows']:>8} {r['vectorised_s']:>13.3f} {r['per_window_loop_s']:>8.3f} {r['speedup']:>8.1f}x")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "cores_used": 1,
+    args.out.write_text(json.dumps({"machine": machine(), "cores_used": 1,
                                     "hours": args.hours, "rows": rows}, indent=1))
 
 

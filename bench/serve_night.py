@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from benchlib import machine, print_load
 
 
 def write_night(path: Path, hours: float, fs: int, seed: int = 0) -> Path:
@@ -85,17 +85,16 @@ def main() -> None:
     meta = session.bundle.meta
     print(f"{args.hours:g} h night, 4 modalities at {args.fs} Hz ({len(signals)} windows, EDF {size_mb:.0f} MB), "
           f"{meta['model']['size']} model, {session.providers[0]} x {session.threads} threads, "
-          f"{platform.processor() or platform.machine()}")
+          f"{machine()}")
     print(f"{'stage':<44} {'s':>8} {'share':>7}")
     for name, seconds in stages.items():
         print(f"{name:<44} {seconds:>8.2f} {100 * seconds / total:>6.1f}%")
     print(f"{'end to end (sum)':<44} {total:>8.2f}   model alone is {100 * stages['model'] / total:.0f} % of it")
     print(f"{'`physioserve score --plot` command':<44} {command_s:>8.2f}")
-    print(f"1-min load average at start / end: {load_start[0]:.2f} / {os.getloadavg()[0]:.2f} "
-          f"(other processes on this machine take CPU from the figures above)")
+    print_load(load_start)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"load_average_start_end": [load_start, os.getloadavg()],
-                                    "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+                                    "machine": machine(), "cpus": os.cpu_count(),
                                     "size": meta["model"]["size"], "hours": args.hours, "fs": args.fs,
                                     "windows": int(len(signals)), "edf_mb": size_mb, "providers": session.providers,
                                     "threads": session.threads, "stages_s": stages, "end_to_end_s": total,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import socket
 import statistics
@@ -26,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from benchlib import machine, print_load
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -158,7 +158,7 @@ def main() -> None:
     best = max(r["windows_per_s"] for r in rows)
     meta = json.loads((args.bundle / "bundle.json").read_text())
     print(f"{meta['model']['size']} model, {args.windows_per_request} windows (4 modalities, 200 Hz) per request, "
-          f"{len(body) / 1e6:.2f} MB body, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}")
+          f"{len(body) / 1e6:.2f} MB body, {os.cpu_count()} CPUs, {machine()}")
     print(f"in-process: model {base['model_windows_per_s']:.1f} windows/s, preprocessing + model "
           f"{base['preprocess_model_windows_per_s']:.1f} windows/s ({base['providers'][0]}, {base['threads']} threads)")
     print(f"{'clients':>7} {'windows/s':>10} {'p50 ms':>8} {'p95 ms':>8} {'errors':>6} {'% of model':>10}")
@@ -167,11 +167,10 @@ def main() -> None:
               f"{100 * r['windows_per_s'] / base['model_windows_per_s']:>9.0f}%")
     print(f"HTTP at saturation: {100 * best / base['model_windows_per_s']:.0f} % of in-process model throughput, "
           f"{100 * best / base['preprocess_model_windows_per_s']:.0f} % of in-process preprocessing + model")
-    print(f"1-min load average at start / end: {load_start[0]:.2f} / {os.getloadavg()[0]:.2f} "
-          f"(other processes on this machine take CPU from the figures above)")
+    print_load(load_start)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"load_average_start_end": [load_start, os.getloadavg()],
-                                    "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+                                    "machine": machine(), "cpus": os.cpu_count(),
                                     "size": meta["model"]["size"], "windows_per_request": args.windows_per_request,
                                     "body_bytes": len(body), "in_process": base, "http": rows,
                                     "http_over_model": best / base["model_windows_per_s"],

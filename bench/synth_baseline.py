@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from scipy import signal
 from physioserve.io import find_records, read_recording
 from physioserve.modalities import MODALITIES, STAGE_NAMES, TARGET_FS
 from physioserve.preprocessing import preprocess
+from benchlib import machine
 
 BANDS = {
     "eeg": [(0.5, 2), (2, 4), (4, 8), (8, 12), (12, 16), (16, 30)],
@@ -136,7 +136,7 @@ def main() -> None:
           f"{rows[0]['arousal']['positive_share']:.3f}, age>=55 share {rows[0]['age']['positive_share']:.2f})")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
-        "machine": platform.processor() or platform.machine(),
+        "machine": machine(),
         "records": args.records, "hours": args.hours, "seed": args.seed, "folds": args.folds,
         "corpus": str(args.corpus) if args.corpus else None, "rows": rows,
     }, indent=1))

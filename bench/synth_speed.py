@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import tempfile
 from pathlib import Path
 
 from physioserve.synth.corpus import plan_corpus, synthesize_record
 from physioserve.synth.hypnograms import default_hypnograms
+from benchlib import machine, pin_to_one_core
 
 
 def main() -> None:
@@ -25,8 +24,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("bench/results/synth_speed.json"))
     args = parser.parse_args()
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    pin_to_one_core()
     epochs = int(args.hours * 120)
     night = next(h for h in default_hypnograms() if h.n_epochs >= epochs).crop(0, epochs)
     rows = []
@@ -42,7 +40,7 @@ def main() -> None:
     for r in rows:
         print(f"{r['seed']:>4} {r['generate_s']:>11.2f} {r['write_s']:>8.2f} {r['total_s']:>8.2f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "cores_used": 1,
+    args.out.write_text(json.dumps({"machine": machine(), "cores_used": 1,
                                     "hours": args.hours, "peak_rss_mb": peak_mb, "rows": rows}, indent=1))
 
 
