@@ -19,7 +19,7 @@ from tqdm import tqdm
 from .bundle import BundleError, resolve_bundle
 from .io import read_recording
 from .metrics import balanced_accuracy, cohen_kappa, confusion_matrix
-from .modalities import STAGE_NAMES
+from .modalities import STAGE_NAMES, check_modality
 from .runtime import InferenceSession
 from .scoring import score_recording, write_score
 from .synth.corpus import synthesize_corpus
@@ -79,8 +79,9 @@ def _print_report(record: str, hypnogram: str, summary: dict, agree: dict, files
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
+        wanted = [check_modality(m.strip()) for m in args.modalities.split(",")] if args.modalities else None
         bundle = resolve_bundle(args.bundle)
-    except BundleError as error:
+    except (BundleError, ValueError) as error:
         print(f"physioserve demo: {error}", file=sys.stderr)
         return 1
     hypnogram = held_out_hypnograms()[args.seed % len(HELD_OUT)]
@@ -91,9 +92,8 @@ def run(args: argparse.Namespace) -> int:
                                 workers=1, progress=True)
     record_dir = next(p for p in sorted(night_dir.iterdir()) if p.is_dir())
     recording = read_recording(record_dir)
-    if args.modalities:
-        keep = [m.strip() for m in args.modalities.split(",")]
-        recording.modality_channels = {m: c for m, c in recording.modality_channels.items() if m in keep}
+    if wanted:
+        recording.modality_channels = {m: c for m, c in recording.modality_channels.items() if m in wanted}
     session = InferenceSession(bundle)
     with tqdm(total=1, desc="score", unit="night") as bar:
         score = score_recording(recording, session, model={"name": bundle.name, "version": bundle.version})

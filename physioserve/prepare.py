@@ -82,18 +82,18 @@ def prepare(
 def _write_or_extend_split(out_dir: Path, done: list[str], seed: int) -> dict:
     """Write split.json on the first run; later runs keep it and only place records it lacks."""
     path = out_dir / "split.json"
-    labelled = [r for r in done if _labelled(out_dir, r)]
-    unlabelled = [r for r in done if r not in set(labelled)]
+    labelled = {r for r in done if _labelled(out_dir, r)}
+    unlabelled = {r for r in done if r not in labelled}
     if not path.exists():
-        split = make_split(labelled, unlabelled, SplitFractions(seed=seed))
+        split = make_split(sorted(labelled), sorted(unlabelled), SplitFractions(seed=seed))
         path.write_text(json.dumps(split, indent=1))
         return split
     split = json.loads(path.read_text())
     known = set(split["pretrain"]) | set(split["val"]) | set(split["test"])
     new = [r for r in done if r not in known]
     if new:  # records added after the split was fixed: labelled ones go to test, never into pretraining
-        split["test"] = sorted(split["test"] + [r for r in new if r in set(labelled)])
-        split["pretrain"] = sorted(split["pretrain"] + [r for r in new if r in set(unlabelled)])
+        split["test"] = sorted(split["test"] + [r for r in new if r in labelled])
+        split["pretrain"] = sorted(split["pretrain"] + [r for r in new if r in unlabelled])
         path.write_text(json.dumps(split, indent=1))
         print(f"prepare: split.json kept; {len(new)} new records placed (labelled -> test, unlabelled -> pretrain)")
     return split

@@ -154,6 +154,8 @@ def preprocess_modalities(
     """
     if not windows:
         raise ValueError(f"no modality present; give at least one of {', '.join(MODALITIES)}")
+    for modality in windows:
+        check_modality(modality)
     n = {m: np.asarray(raw).reshape(-1, np.asarray(raw).shape[-1]).shape[0] for m, (raw, _) in windows.items()}
     if len(set(n.values())) != 1:
         raise ValueError(f"modalities have different window counts: {n}; give each the same windows")
@@ -165,6 +167,4 @@ def preprocess_modalities(
             raw, fs = windows[modality]
             signals[:, i] = preprocess(np.asarray(raw).reshape(n_windows, -1), fs, modality, config)
             mask[:, i] = True
-    for modality in windows:
-        check_modality(modality)
     return signals, mask

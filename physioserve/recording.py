@@ -119,7 +119,8 @@ class Recording:
 
 
 def arousal_fraction(regions_s: np.ndarray, n_windows: int) -> np.ndarray:
-    """Fraction of each 30 s window covered by the union of `regions_s` ([K, 2] seconds): [n_windows]."""
+    """Fraction of each 30 s window covered by `regions_s` ([K, 2] seconds, disjoint as the readers
+    return them; overlaps would count twice, clipped at 1): [n_windows]."""
     covered = np.zeros(n_windows)
     starts = np.arange(n_windows) * EPOCH_SECONDS
     for start, stop in np.asarray(regions_s, float).reshape(-1, 2):

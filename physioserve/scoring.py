@@ -27,7 +27,6 @@ import numpy as np
 
 from .cache import recording_to_windows
 from .metrics import cohen_kappa
-from .metrics import cohen_kappa
 from .modalities import EPOCH_SECONDS, MODALITIES, STAGE_NAMES
 from .recording import Recording
 
