@@ -15,10 +15,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from physioserve.bundle import CARD_FILE, MODEL_FILE, Bundle, interface_metadata, read_bundle, sha256, write_bundle_meta
+from physioserve.bundle import (
+    CARD_FILE,
+    CONTEXT_FILE,
+    MODEL_FILE,
+    Bundle,
+    interface_metadata,
+    read_bundle,
+    sha256,
+    write_bundle_meta,
+)
 from physioserve.preprocessing import DEFAULT_CONFIG
 
 from .card import model_card
+from .context_graph import check_context_parity, export_context
 from .graph import PARITY_BATCHES, check_graph, check_parity, export_onnx, set_metadata
 
 INT8_FILE = "model.int8.onnx"
@@ -42,8 +52,14 @@ def export_bundle(
     parity_batches: tuple[int, ...] = PARITY_BATCHES,
     overwrite: bool = False,
     ablation_cache: str | Path | None = None,
+    context: tuple[torch.nn.Module, dict] | None = None,
+    extra_files: dict[str, Path] | None = None,
 ) -> Bundle:
-    """Export `model` to a checked bundle folder at `out_dir`; returns the loaded Bundle."""
+    """Export `model` to a checked bundle folder at `out_dir`; returns the loaded Bundle.
+
+    `context`: (night-context model, its metadata for bundle.json) -> `context.onnx`, parity-checked.
+    `extra_files`: {name in the bundle: source file} copied as they are (e.g. the reliability diagram).
+    """
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise FileExistsError(f"{out_dir} exists and is not empty; choose a new --out or pass --overwrite")
@@ -75,8 +91,17 @@ def export_bundle(
             "export": export_info,
             "provenance": provenance,
         }
+        files = {}
+        if context is not None:
+            context_model, context_info = context
+            context_path = tmp / CONTEXT_FILE
+            context_export = export_context(context_model, context_path, d_model)
+            context_export["parity"] = check_context_parity(context_model, context_path, d_model)
+            meta["context"] = {"file": CONTEXT_FILE, **context_export, **context_info}
+            set_metadata(context_path, meta)
+            files[CONTEXT_FILE] = sha256(context_path)
         set_metadata(onnx_path, meta)
-        files = {MODEL_FILE: sha256(onnx_path)}
+        files[MODEL_FILE] = sha256(onnx_path)
         if int8:
             from .quantize import int8_drift, quantize_int8
 
@@ -88,11 +113,13 @@ def export_bundle(
                                       "per channel, MatMul/Gemm", **drift}
             set_metadata(int8_path, meta)
             set_metadata(onnx_path, meta)  # the fp32 file carries the int8 report too
-            files = {MODEL_FILE: sha256(onnx_path), INT8_FILE: sha256(int8_path)}
+            files.update({MODEL_FILE: sha256(onnx_path), INT8_FILE: sha256(int8_path)})
         if ablation_cache is not None:  # card table only: the graph's metadata stays as exported
             from .ablation import modality_ablation
 
             meta["provenance"]["modality_ablation"] = modality_ablation(onnx_path, ablation_cache)
+        for name, source in (extra_files or {}).items():
+            shutil.copyfile(source, tmp / name)
         meta["files"] = files
         write_bundle_meta(tmp, meta)
         (tmp / CARD_FILE).write_text(model_card(meta))

@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     parser.add_argument("--ablation", action="store_true",
                         help="score the exported graph on --data's test split with modalities missing (model card table)")
+    parser.add_argument("--context", type=Path, default=None,
+                        help="CONTEXT_DIR of `physioserve context`: adds the night-context graph (context.onnx) and "
+                             "bakes the calibrated temperatures into the stage, arousal and night-level outputs")
     parser.add_argument("--card-notes", type=Path, default=None,
                         help="Markdown file put at the top of MODEL_CARD.md (what the model was trained on, caveats)")
 
@@ -134,6 +137,45 @@ def load_for_export(checkpoint: Path, probe: Path, evaluation: Path | None = Non
     return model, probe_configs["model"], provenance
 
 
+CALIBRATED_HEADS = {"sleep_stage": "sleep_stage", "arousal": "arousal"}  # head -> temperature key
+
+
+def load_context_dir(context_dir: Path, model, model_config: dict):
+    """(model with calibrated heads, (calibrated context model, its bundle metadata), extra files) of a CONTEXT_DIR.
+
+    The temperatures fitted by `physioserve context` divide the stage and arousal heads' weights and
+    biases and the context model's output layer, so the graphs' logits are calibrated as they stand.
+    """
+    import copy
+
+    import torch
+
+    from training.context import load_context, scale_output
+
+    path = context_dir / "context.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"--context: {path} does not exist; give the folder of `physioserve context`")
+    context_model, blob = load_context(path)
+    if blob["probe_configs"].get("model") != model_config:
+        raise ValueError(f"--context {context_dir} was trained on another encoder than --probe's; "
+                         "run `physioserve context` on this probe")
+    temperatures = blob["temperatures"]
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        for head, key in CALIBRATED_HEADS.items():
+            model.heads[head].weight /= temperatures[key]
+            model.heads[head].bias /= temperatures[key]
+    summary_path = context_dir / "context.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    calibration = {k: {m: v.get(m) for m in ("temperature", "n", "nll_before", "nll_after", "ece_before", "ece_after")}
+                   for k, v in summary.get("calibration", {}).items()}
+    info = {"config": blob["config"], "temperatures": temperatures, "calibration": calibration,
+            "metrics": summary.get("metrics"), "selection": {k: v for k, v in summary.get("selection", {}).items()
+                                                             if k != "curve"}}
+    extra = {"reliability.png": context_dir / "reliability.png"} if (context_dir / "reliability.png").exists() else {}
+    return model, (scale_output(context_model, temperatures["sleep_stage_night"]), info), extra
+
+
 def cache_windows(cache_dir: Path, n: int = INT8_WINDOWS):
     """Up to n windows of a cache's test split (else all records), evenly spaced: (signals, mask, description)."""
     import numpy as np
@@ -162,6 +204,13 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, KeyError) as error:
         print(f"physioserve export: {error}", file=sys.stderr)
         return 1
+    context, extra_files = None, {}
+    if args.context is not None:
+        try:
+            model, context, extra_files = load_context_dir(args.context, model, model_config)
+        except (FileNotFoundError, ValueError, KeyError) as error:
+            print(f"physioserve export: {error}", file=sys.stderr)
+            return 1
     windows = cache_windows(args.data) if args.int8 and args.data else None
     if args.ablation and not args.data:
         print("physioserve export: --ablation needs --data CACHE (the window cache whose test split it scores)", file=sys.stderr)
@@ -175,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
         bundle = export_bundle(
             model, args.out, model_config=model_config, provenance=provenance, name=args.name, version=args.version,
             exporter="legacy" if args.legacy else "auto", int8=args.int8, int8_windows=windows, overwrite=args.overwrite,
-            ablation_cache=args.data if args.ablation else None,
+            ablation_cache=args.data if args.ablation else None, context=context, extra_files=extra_files,
         )
     except (FileExistsError, ValueError) as error:
         print(f"physioserve export: {error}", file=sys.stderr)

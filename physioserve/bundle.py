@@ -26,6 +26,7 @@ from .preprocessing import check_config_matches
 
 BUNDLE_FORMAT = 1
 MODEL_FILE = "model.onnx"
+CONTEXT_FILE = "context.onnx"  # the night-context graph (optional: bundles without it stage window by window)
 META_FILE = "bundle.json"
 CARD_FILE = "MODEL_CARD.md"
 BUNDLE_FILES = (MODEL_FILE, META_FILE, CARD_FILE)
@@ -36,6 +37,9 @@ PACKAGED_BUNDLE = Path(__file__).parent / "assets" / "default_bundle"
 # ONNX graph interface (DESIGN "Inference model"): fixed names, dynamic batch.
 INPUT_NAMES = ("signals", "modality_mask")
 OUTPUT_NAMES = ("embedding", "sleep_stage_logits", "age_logits", "arousal_logits")
+# Night-context graph: consecutive epochs' embeddings [batch, epochs, D] + masks -> stage logits [batch, epochs, 5].
+CONTEXT_INPUTS = ("embedding", "modality_mask")
+CONTEXT_OUTPUTS = ("sleep_stage_logits",)
 
 
 class BundleError(ValueError):
@@ -67,6 +71,12 @@ class Bundle:
         return int(self.meta["d_model"])
 
     @property
+    def context_path(self) -> Path | None:
+        """The night-context graph, or None for a bundle exported without `--context`."""
+        context = self.meta.get("context")
+        return self.path / context["file"] if context else None
+
+    @property
     def card(self) -> str:
         card = self.path / CARD_FILE
         return card.read_text() if card.exists() else ""
@@ -95,6 +105,8 @@ def interface_metadata() -> dict:
         "default_channels": dict(DEFAULT_CHANNELS),
         "inputs": list(INPUT_NAMES),
         "outputs": list(OUTPUT_NAMES),
+        "context_inputs": list(CONTEXT_INPUTS),
+        "context_outputs": list(CONTEXT_OUTPUTS),
     }
 
 
@@ -103,7 +115,8 @@ def check_metadata(meta: dict, *, where: str) -> None:
     if meta.get("format") != BUNDLE_FORMAT:
         raise BundleError(f"{where}: bundle format {meta.get('format')!r}, this code reads {BUNDLE_FORMAT}; re-export it")
     ours = interface_metadata()
-    for key in ("modalities", "class_names", "inputs", "outputs"):
+    keys = ["modalities", "class_names", "inputs", "outputs"] + (["context_inputs", "context_outputs"] if meta.get("context") else [])
+    for key in keys:
         if meta.get(key) != ours[key]:
             raise BundleError(
                 f"{where}: bundle {key} {meta.get(key)!r} differ from this code's {ours[key]!r}; "
@@ -129,10 +142,14 @@ def read_bundle(path: str | Path, *, source: str = "folder", verify_hash: bool =
     except json.JSONDecodeError as error:
         raise BundleError(f"{where}: {META_FILE} is not valid JSON ({error}); re-export the bundle") from None
     check_metadata(meta, where=where)
+    context = meta.get("context")
+    if context and not (path / context["file"]).exists():
+        raise BundleError(f"{where}: missing {context['file']} (the night-context graph {META_FILE} names); "
+                          "copy the whole bundle folder or re-export it")
     if verify_hash:
-        expected = meta.get("files", {}).get(MODEL_FILE)
-        if expected and sha256(path / MODEL_FILE) != expected:
-            raise BundleError(f"{where}: {MODEL_FILE} does not match the sha256 in {META_FILE}; re-export the bundle")
+        for name, expected in meta.get("files", {}).items():
+            if sha256(path / name) != expected:
+                raise BundleError(f"{where}: {name} does not match the sha256 in {META_FILE}; re-export the bundle")
     return Bundle(path=path, meta=meta, source=source)
 
 

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str, str | None]] = {
     "synth": ("physioserve.synth.cli", "write a PhysioNet-2018-shaped synthetic corpus", None),
     "pretrain": ("training.pretrain", "MultiMAE pretraining (with input modality drop) on a window cache", "train"),
     "probe": ("training.probe", "linear probes (stage, age, arousal) on a frozen encoder", "train"),
+    "context": ("training.context_train", "train the night-context model (BiGRU over epoch embeddings) and calibrate", "train"),
     "evaluate": ("training.evaluate", "test-split metrics of probe runs, as the paper's tables", "train"),
     "export": ("export.cli", "export encoder + probe heads to a checked ONNX model bundle", "export"),
     "demo": ("physioserve.demo", "score a synthetic night from a held-out real hypnogram with the default model", None),

@@ -8,6 +8,7 @@ rest. The patient-level split is written once, at the first run, and reused afte
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -27,13 +28,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out_dir", type=Path, help="cache folder (created; re-running resumes)")
     parser.add_argument("--workers", type=int, default=2, help="parallel processes (default 2)")
     parser.add_argument("--channel-map", default=None, help="override, e.g. eeg=C4-M1,eog=E1-M2")
+    parser.add_argument("--vary-eeg", default=None, metavar="CHANNELS",
+                        help="comma-separated EEG derivations, e.g. F3-M2,C4-M1,O2-M1: each record uses one of them "
+                             "(chosen from its name, so reruns agree) instead of the preferred one; trains a model "
+                             "across derivations (the choice is in each record.json)")
     parser.add_argument("--arousal-threshold", type=float, default=0.75,
                         help="fraction of a window inside a target arousal to label it arousal (default 0.75)")
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the patient split (first run only)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N records (quick runs)")
 
 
-def _prepare_one(record_dir: Path, cache_dir: Path, channel_map: dict, threshold: float) -> tuple[str, int, bool]:
+def eeg_choice(record: str, derivations: list[str]) -> str:
+    """The EEG derivation `--vary-eeg` gives a record: a stable hash of its name picks one (same on every run)."""
+    digest = hashlib.sha256(record.encode()).digest()
+    return derivations[int.from_bytes(digest[:4], "little") % len(derivations)]
+
+
+def _prepare_one(record_dir: Path, cache_dir: Path, channel_map: dict, threshold: float,
+                 vary_eeg: list[str] | None = None) -> tuple[str, int, bool]:
+    if vary_eeg:
+        channel_map = {**channel_map, "eeg": eeg_choice(record_dir.name, vary_eeg)}
     recording = read_recording(record_dir, channel_map=channel_map)
     n = write_record(cache_dir, recording, arousal_threshold=threshold)
     return recording.name, n, recording.labels is not None
@@ -53,6 +67,7 @@ def prepare(
     split_seed: int = 0,
     limit: int | None = None,
     progress: bool = True,
+    vary_eeg: list[str] | None = None,
 ) -> dict:
     """Build or resume the cache; returns a summary {done, skipped, failed: {record: reason}, split}."""
     data_dir, out_dir = Path(data_dir), Path(out_dir)
@@ -63,7 +78,7 @@ def prepare(
     todo = [r for r in records if not (out_dir / "records" / r.name / "record.json").exists()]
     failed: dict[str, str] = {}
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = {pool.submit(_prepare_one, r, out_dir, channel_map or {}, arousal_threshold): r for r in todo}
+        futures = {pool.submit(_prepare_one, r, out_dir, channel_map or {}, arousal_threshold, vary_eeg): r for r in todo}
         bar = tqdm(as_completed(futures), total=len(futures), desc="prepare", unit="rec", disable=not progress)
         for future in bar:
             record = futures[future]
@@ -104,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         summary = prepare(
             args.data_dir, args.out_dir, workers=args.workers, channel_map=parse_channel_map(args.channel_map),
             arousal_threshold=args.arousal_threshold, split_seed=args.split_seed, limit=args.limit,
+            vary_eeg=[c.strip() for c in args.vary_eeg.split(",") if c.strip()] if args.vary_eeg else None,
         )
     except (FileNotFoundError, ValueError) as error:
         print(f"physioserve prepare: {error}", file=sys.stderr)

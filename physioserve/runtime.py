@@ -20,7 +20,7 @@ import os
 import numpy as np
 import onnxruntime as ort
 
-from .bundle import INPUT_NAMES, OUTPUT_NAMES, Bundle, BundleError, read_bundle
+from .bundle import CONTEXT_INPUTS, CONTEXT_OUTPUTS, INPUT_NAMES, OUTPUT_NAMES, Bundle, BundleError, read_bundle
 from .modalities import MODALITIES, WINDOW_SAMPLES
 from .preprocessing import DEFAULT_CONFIG
 
@@ -119,6 +119,11 @@ class InferenceSession:
         if requested[0] not in self.providers:
             log.warning("asked for %s, onnxruntime uses %s", requested, self.providers)
         self._check_graph()
+        context = self.bundle.context_path
+        self.context = None if context is None else ort.InferenceSession(
+            str(context), sess_options=options, providers=requested)
+        if self.context is not None:
+            self._check_context_graph()
 
     def _check_graph(self) -> None:
         """The ONNX file must match bundle.json and the code: names, metadata, preprocessing config."""
@@ -138,9 +143,42 @@ class InferenceSession:
             raise BundleError(f"{where}: model.onnx is version {props.get('version')!r}, bundle.json says "
                               f"{self.bundle.version!r}; the folder mixes two exports")
 
+    def _check_context_graph(self) -> None:
+        where = f"bundle {self.bundle.path}: {self.bundle.context_path.name}"
+        inputs = tuple(i.name for i in self.context.get_inputs())
+        outputs = tuple(o.name for o in self.context.get_outputs())
+        if inputs != CONTEXT_INPUTS or outputs != CONTEXT_OUTPUTS:
+            raise BundleError(f"{where}: inputs {inputs} / outputs {outputs}, expected {CONTEXT_INPUTS} / {CONTEXT_OUTPUTS}")
+        version = self.context.get_modelmeta().custom_metadata_map.get("version")
+        if version != self.bundle.version:
+            raise BundleError(f"{where} is version {version!r}, bundle.json says {self.bundle.version!r}; "
+                              "the folder mixes two exports")
+
     @property
     def d_model(self) -> int:
         return self.bundle.d_model
+
+    @property
+    def has_context(self) -> bool:
+        return self.context is not None
+
+    def night_stage_logits(self, embedding: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Night-context stage logits [n, 5] of n consecutive epochs (embedding [n, D], mask [n, 4]).
+
+        Unscorable epochs (mask row all False) may hold anything in `embedding`; the graph ignores it.
+        Raises BundleError for a bundle exported without a context graph.
+        """
+        if self.context is None:
+            raise BundleError(f"bundle {self.bundle.path} has no night-context graph; re-export with --context")
+        embedding = np.ascontiguousarray(embedding, np.float32)
+        mask = np.ascontiguousarray(mask, bool)
+        if embedding.ndim != 2 or embedding.shape[1] != self.d_model or mask.shape != (len(embedding), N_MOD):
+            raise ValueError(f"night context: embedding {embedding.shape} and mask {mask.shape}, expected "
+                             f"[n, {self.d_model}] and [n, {N_MOD}]")
+        if not len(embedding):
+            return np.zeros((0, 5), np.float32)
+        feed = {"embedding": embedding[None], "modality_mask": mask[None]}  # [1, n, D], [1, n, 4]
+        return self.context.run(list(CONTEXT_OUTPUTS), feed)[0][0]  # [n, 5]
 
     def run(self, signals: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
         """Raw graph outputs {embedding, *_logits} for any n, in chunks of `batch_size`."""
@@ -165,14 +203,16 @@ class InferenceSession:
         return add_probabilities(out)
 
     def warmup(self, sizes: tuple[int, ...] = (1, DEFAULT_BATCH)) -> None:
-        """Run the graph once per batch size so the first request does not pay for allocation."""
+        """Run the graph (and the context graph) once per batch size so the first request does not pay for allocation."""
         for n in sizes:
             signals = np.zeros((n, N_MOD, WINDOW_SAMPLES), np.float32)
-            self.run(signals, np.ones((n, N_MOD), bool))
+            out = self.run(signals, np.ones((n, N_MOD), bool))
+            if self.context is not None:
+                self.night_stage_logits(out["embedding"], np.ones((n, N_MOD), bool))
 
     def describe(self) -> dict:
         return {"providers": self.providers, "threads": self.threads, "batch_size": self.batch_size,
-                "variant": self.variant, "source": self.bundle.source}
+                "variant": self.variant, "source": self.bundle.source, "night_context": self.context is not None}
 
 
 def add_probabilities(out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

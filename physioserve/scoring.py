@@ -35,6 +35,8 @@ UNSCORABLE = -1  # stage code of a window with no usable modality (every channel
 PROB_DECIMALS = 6
 STAGE_PROB_COLUMNS = tuple(f"p_{name}" for name in STAGE_NAMES)
 COLUMNS = ("epoch", "start_s", "stage", *STAGE_PROB_COLUMNS, "arousal", "p_arousal", "p_age_ge_55")
+# with a night-context graph, `stage` / p_* are the night-level output and these keep the window-level one
+WINDOW_STAGE_COLUMNS = ("window_stage", *(f"window_{c}" for c in STAGE_PROB_COLUMNS))
 LABEL_COLUMN = "true_stage"
 
 
@@ -74,22 +76,32 @@ def score_outputs(
 ) -> NightScore:
     """Model probabilities of a night's windows -> NightScore.
 
-    `probs`: sleep_stage_probs [n, 5], age_probs [n, 2], arousal_probs [n, 2]; `mask` [n, 4];
-    `true_stage` [n] with -1 where undefined, or None when the recording has no labels.
+    `probs`: sleep_stage_probs [n, 5], age_probs [n, 2], arousal_probs [n, 2], and optionally
+    sleep_stage_night_probs [n, 5] (the night-context graph: then `stage` and p_* are night-level and
+    the window-level ones move to window_*); `mask` [n, 4]; `true_stage` [n] with -1 where undefined,
+    or None when the recording has no labels.
     """
-    stage_p, age_p, arousal_p = probs["sleep_stage_probs"], probs["age_probs"], probs["arousal_probs"]
+    night = "sleep_stage_night_probs" in probs
+    window_p = probs["sleep_stage_probs"]
+    stage_p = probs["sleep_stage_night_probs"] if night else window_p
+    age_p, arousal_p = probs["age_probs"], probs["arousal_probs"]
     n = len(stage_p)
     scorable = np.asarray(mask, bool).any(axis=1)  # [n]: windows with at least one usable modality
     stage = np.where(scorable, np.nan_to_num(stage_p).argmax(axis=1), UNSCORABLE)  # [n]
     arousal = np.where(scorable, np.nan_to_num(arousal_p).argmax(axis=1), 0)  # [n]
-    columns = list(COLUMNS) + ([LABEL_COLUMN] if true_stage is not None else [])
+    columns = list(COLUMNS) + (list(WINDOW_STAGE_COLUMNS) if night else []) + ([LABEL_COLUMN] if true_stage is not None else [])
     stage_cols = [_round(stage_p[:, k]) for k in range(len(STAGE_NAMES))]
+    window_cols = [_round(window_p[:, k]) for k in range(len(STAGE_NAMES))]
+    window_stage = np.nan_to_num(window_p).argmax(axis=1)  # [n]
     p_arousal, p_age = _round(arousal_p[:, 1]), _round(age_p[:, 1])
     rows = []
     for i in range(n):
         row = {"epoch": i, "start_s": i * EPOCH_SECONDS, "stage": STAGE_NAMES[stage[i]] if scorable[i] else ""}
         row.update({col: stage_cols[k][i] for k, col in enumerate(STAGE_PROB_COLUMNS)})
         row.update({"arousal": int(arousal[i]) if scorable[i] else None, "p_arousal": p_arousal[i], "p_age_ge_55": p_age[i]})
+        if night:
+            row["window_stage"] = STAGE_NAMES[window_stage[i]] if scorable[i] else ""
+            row.update({f"window_{col}": window_cols[k][i] for k, col in enumerate(STAGE_PROB_COLUMNS)})
         if true_stage is not None:
             row[LABEL_COLUMN] = STAGE_NAMES[true_stage[i]] if true_stage[i] >= 0 else ""
         rows.append(row)
@@ -101,6 +113,7 @@ def score_outputs(
         "unscorable_epochs": int(n - scorable.sum()),
         "modalities_used": present,
         "channels": dict(channels or {}),
+        "staging": "night context" if night else "window",
     })
     if model:
         summary["model"] = dict(model)
@@ -158,15 +171,27 @@ def stage_agreement(pred: np.ndarray, true: np.ndarray) -> dict:
 
 
 def predict_night(session, signals: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
-    """Model probabilities for a night's windows; NaN rows where a window has no usable modality."""
+    """Model probabilities for a night's consecutive windows; NaN rows where a window has no usable modality.
+
+    {sleep_stage_probs, age_probs, arousal_probs, embedding}, plus sleep_stage_night_probs when the
+    bundle has a night-context graph (run over all n windows in order; unscorable ones are gaps).
+    """
+    from .runtime import softmax
+
     scorable = mask.any(axis=1)  # [n]
     probs = session.predict(signals[scorable], mask[scorable]) if scorable.any() else {}
     out = {}
-    for key, width in (("sleep_stage_probs", len(STAGE_NAMES)), ("age_probs", 2), ("arousal_probs", 2)):
+    d_model = probs["embedding"].shape[1] if scorable.any() else session.d_model
+    widths = (("sleep_stage_probs", len(STAGE_NAMES)), ("age_probs", 2), ("arousal_probs", 2), ("embedding", d_model))
+    for key, width in widths:
         full = np.full((len(mask), width), np.nan, np.float32)  # [n, K]
         if scorable.any():
             full[scorable] = probs[key]
         out[key] = full
+    if getattr(session, "has_context", False):
+        night = softmax(session.night_stage_logits(np.nan_to_num(out["embedding"]), mask))  # [n, 5]
+        night[~scorable] = np.nan
+        out["sleep_stage_night_probs"] = night
     return out
 
 

@@ -114,6 +114,7 @@ class PretrainConfig(_Config):
     amp: str = "auto"  # auto (bf16 where supported, else fp16; off on CPU) | bf16 | fp16 | off
     checkpoint_every: int = 1000  # steps; also at every epoch end and when the run stops
     log_every: int = 50  # steps
+    augment: dict | None = None  # AugmentConfig fields (our addition): perturb each batch before masking
 
     def __post_init__(self) -> None:
         if not 0.0 < self.mask_ratio < 1.0 or not 0.0 < self.token_mask_prob < 1.0:
@@ -125,6 +126,38 @@ class PretrainConfig(_Config):
     def keep_fraction(self) -> float:
         """Fraction of the available (present, not dropped) tokens that the encoder sees."""
         return 1.0 - (self.token_mask_prob if self.modality_drop else self.mask_ratio)
+
+
+@dataclass(frozen=True)
+class AugmentConfig(_Config):
+    """Training-time augmentation (`training.augment`; our choice, not the paper's): probabilities per window
+    and modality unless noted, ranges, sizes in µV before the preprocessing scale."""
+
+    enabled: bool = True
+    gain_sigma: float = 0.35  # log-normal sigma: x0.5 .. x2 at +-2 sigma
+    polarity_p: tuple[float, ...] = (0.15, 0.5, 0.5, 0.3)  # eeg eog emg ecg
+    tilt_p: float = 0.6
+    tilt_max: float = 0.6  # exponent of (f / 8 Hz) added to the spectrum's slope, uniform in +-tilt_max
+    highpass_p: float = 0.25
+    highpass_hz: tuple[float, float] = (0.3, 1.0)
+    lowpass_p: float = 0.25  # EEG/EOG/EMG: corners of older systems and 50 Hz recordings
+    lowpass_hz: tuple[float, float] = (18.0, 30.0)
+    noise_p: float = 0.5
+    noise_uv: tuple[float, float] = (0.5, 6.0)  # white noise RMS range
+    drift_p: float = 0.2
+    drift_uv: float = 40.0  # amplitude of a slow drift / DC step
+    pop_p: float = 0.05
+    pop_uv: float = 200.0
+    burst_p: float = 0.1  # EMG burst (20-45 Hz) added to EEG, EOG and EMG
+    burst_uv: float = 15.0
+    flat_p: float = 0.03  # a stretch of 2-15 s set to 0 (lead off)
+    subset_p: float = 0.0  # cut the presence mask to a random non-empty subset
+    eeg_only_p: float = 0.0  # of the cut masks, the share that keep EEG alone
+
+
+def augment_config(value: dict | None) -> AugmentConfig:
+    """The AugmentConfig a PretrainConfig / ProbeConfig `augment` field holds (None: no augmentation)."""
+    return AugmentConfig(enabled=False) if value is None else AugmentConfig.from_dict(value)
 
 
 TASKS: dict[str, int] = {"sleep_stage": 5, "age": 2, "arousal": 2}  # task -> class count
@@ -150,6 +183,8 @@ class ProbeConfig(_Config):
     # single modality and each one-left-out subset, so one set of heads serves recordings that lack
     # modalities (the deployed model); test metrics stay those of `modalities`
     subset_augment: bool = False
+    # our addition: AugmentConfig fields; end-to-end modes perturb each training batch (`training.augment`)
+    augment: dict | None = None
     # end-to-end baselines (scratch / finetune); choice: one model with the three heads (summed
     # class-weighted CE), AdamW, warm-up then cosine per step, the epoch with the best mean
     # validation balanced accuracy over the tasks
@@ -159,11 +194,14 @@ class ProbeConfig(_Config):
     finetune_lr: float = 1e-4
     e2e_weight_decay: float = 0.05
     e2e_warmup_epochs: float = 1.0
+    e2e_select: str = "mean"  # keep the epoch with the best mean val balanced accuracy, or "sleep_stage"
     clip_grad_norm: float = 1.0
     amp: str = "auto"
     embed_batch_size: int = 512  # inference batch for embeddings and predictions
 
     def __post_init__(self) -> None:
+        if self.e2e_select not in ("mean", "sleep_stage"):
+            raise ValueError(f"e2e_select {self.e2e_select!r}; accepted: mean, sleep_stage")
         if self.mode not in ("linear", "scratch", "finetune"):
             raise ValueError(f"probe mode {self.mode!r}; accepted: linear, scratch, finetune")
         bad = [m for m in self.modalities if m not in MODALITIES]
@@ -171,6 +209,23 @@ class ProbeConfig(_Config):
             raise ValueError(f"probe modalities {bad or '(none)'}; accepted: {', '.join(MODALITIES)}")
         if not 0.0 < self.label_fraction <= 1.0:
             raise ValueError(f"label_fraction {self.label_fraction} must lie in (0, 1]")
+
+
+@dataclass(frozen=True)
+class ContextConfig(_Config):
+    """Architecture and training of the night-context model (all our choices; the paper has none)."""
+
+    hidden: int = 64  # GRU width per direction
+    layers: int = 2
+    dropout: float = 0.2
+    crop_epochs: int = 120  # training crops: 1 h of 30 s epochs (the graph takes any length)
+    batch_size: int = 16
+    steps: int = 1500
+    lr: float = 2e-3
+    weight_decay: float = 1e-2
+    epoch_drop_p: float = 0.05  # share of epochs blanked (as unscorable) in training crops
+    eval_every: int = 100
+    seed: int = 0
 
 
 def load_config_file(path: str | Path) -> dict:
@@ -189,6 +244,8 @@ __all__ = [
     "ModelConfig",
     "PretrainConfig",
     "ProbeConfig",
+    "AugmentConfig",
+    "ContextConfig",
     "TASKS",
     "TASK_LABEL_FIELD",
     "load_config_file",

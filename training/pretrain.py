@@ -27,7 +27,8 @@ from torch.nn.parallel import DistributedDataParallel
 from physioserve.cache import WindowCache
 from physioserve.preprocessing import DEFAULT_CONFIG
 
-from .config import MODEL_SIZES, ModelConfig, PretrainConfig, load_config_file
+from .augment import augment_batch
+from .config import MODEL_SIZES, AugmentConfig, ModelConfig, PretrainConfig, augment_config, load_config_file
 from .data import BatchSource, WindowBatchDataset
 from .model import MultiMAE, count_parameters, plan_masking
 from .runtime import (
@@ -84,6 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mask-ratio", type=float, help="masked fraction without modality drop (0.7)")
     parser.add_argument("--token-mask-prob", type=float, help="masked fraction of the other modalities with drop (0.6)")
     parser.add_argument("--no-modality-drop", action="store_true", help="MultiMAE only (the paper's baseline)")
+    parser.add_argument("--augment", action="store_true",
+                        help="perturb every batch as real recordings vary (training.augment; our addition)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], help="autocast on GPU (default auto)")
     parser.add_argument("--log-every", type=int, help="steps between metrics lines")
@@ -103,6 +106,8 @@ def _configs_from_args(args: argparse.Namespace) -> tuple[ModelConfig, PretrainC
     given = {field: getattr(args, flag) for flag, field in _CONFIG_FLAGS.items() if getattr(args, flag) is not None}
     if args.no_modality_drop:
         given["modality_drop"] = False
+    if args.augment:
+        given["augment"] = AugmentConfig().to_dict()
     size = args.size or base.pop("size", None) or "small"
     base.pop("size", None)
     try:
@@ -293,14 +298,19 @@ def _train(args: argparse.Namespace, run_dir: Path, runtime: Runtime) -> int:
     running = torch.zeros(1 + n_mod, device=device)  # summed loss and per-modality losses since the last log
     running_steps, tick, start = 0, time.perf_counter(), time.perf_counter()
     params = [p for p in model.parameters() if p.requires_grad]
+    augment = augment_config(pre_cfg.augment)
     train_model.train()
     while step < max_steps and epoch < pre_cfg.epochs:
         skip = position
         for batch in source.epoch(epoch, skip):
+            signals, mask, mask_cpu = batch.signals, batch.mask, batch.mask_cpu
+            if augment.enabled:  # draws from the mask generator, so a resumed run repeats them exactly
+                signals, mask = augment_batch(signals, mask, augment, mask_generator)
+                mask_cpu = mask.cpu() if mask is not batch.mask else mask_cpu
             drop = int(torch.randint(n_mod, (1,), generator=mask_generator)) if pre_cfg.modality_drop else None
-            plan = plan_masking(batch.mask_cpu, model_cfg, pre_cfg.keep_fraction, drop, mask_generator, device)
+            plan = plan_masking(mask_cpu, model_cfg, pre_cfg.keep_fraction, drop, mask_generator, device)
             with autocast(amp_dtype, device):
-                loss, per_modality = train_model(batch.signals, batch.mask, plan.keep_idx, plan.keep_valid, plan.loss_mask)
+                loss, per_modality = train_model(signals, mask, plan.keep_idx, plan.keep_valid, plan.loss_mask)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)

@@ -36,7 +36,8 @@ from physioserve.cache import WindowCache
 from physioserve.modalities import MODALITIES
 from physioserve.preprocessing import DEFAULT_CONFIG, check_config_matches
 
-from .config import MODEL_SIZES, TASK_LABEL_FIELD, TASKS, ModelConfig, ProbeConfig, load_config_file
+from .augment import augment_batch
+from .config import MODEL_SIZES, TASK_LABEL_FIELD, TASKS, AugmentConfig, ModelConfig, ProbeConfig, augment_config, load_config_file
 from .data import BatchSource, WindowBatchDataset
 from .heads import InferenceModel, make_heads
 from physioserve.metrics import balanced_accuracy, classification_metrics
@@ -70,6 +71,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subset-augment", action="store_true", default=None,
                         help="linear: train the heads on every single-modality and one-left-out subset too "
                              "(heads that serve recordings lacking modalities)")
+    parser.add_argument("--augment", action="store_true", default=None,
+                        help="--scratch/--finetune: perturb every training batch as real recordings vary "
+                             "(training.augment; our addition)")
+    parser.add_argument("--augment-subsets", type=float, default=None, metavar="P",
+                        help="with --augment: share of training windows whose modalities are cut to a random subset")
+    parser.add_argument("--augment-eeg-only", type=float, default=None, metavar="P",
+                        help="with --augment-subsets: share of the cut windows that keep EEG alone")
+    parser.add_argument("--select", choices=["mean", "sleep_stage"], default=None,
+                        help="end to end: keep the epoch with the best mean validation balanced accuracy over the "
+                             "tasks (default, as the paper's baselines) or the best for sleep stage")
     parser.add_argument("--label-fraction", type=float, help="fraction of the labelled train windows (seeded)")
     parser.add_argument("--train-records", type=int, help="use only N train records (seeded)")
     parser.add_argument("--epochs", type=int, help="epochs of the heads (linear) or of end-to-end training")
@@ -100,6 +111,15 @@ def _config_from_args(args: argparse.Namespace) -> ProbeConfig:
         ("lr" if linear else f"{mode}_lr"): args.lr,
     }
     values.update({k: v for k, v in flags.items() if v is not None})
+    if args.select is not None:
+        values["e2e_select"] = args.select
+    if args.augment:
+        extra = {"subset_p": args.augment_subsets, "eeg_only_p": args.augment_eeg_only}
+        values["augment"] = AugmentConfig(**{k: v for k, v in extra.items() if v is not None}).to_dict()
+    elif args.augment_subsets is not None or args.augment_eeg_only is not None:
+        raise SystemExit("probe: --augment-subsets / --augment-eeg-only need --augment")
+    if values.get("augment") and mode == "linear":
+        raise SystemExit("probe: --augment applies to --scratch/--finetune (linear probes train on cached embeddings)")
     if "modalities" in values:
         unknown = [m for m in values["modalities"] if m not in MODALITIES]
         if unknown or not values["modalities"]:
@@ -415,6 +435,8 @@ def _end_to_end(encoder, datasets, labels, cfg, args, amp_dtype, device):
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     label_table = {t: torch.from_numpy(labels["train"][t]) for t in TASKS}  # row = position in datasets["train"]
     best_score, best_state, best_epoch, curve = -math.inf, copy.deepcopy(model.state_dict()), -1, []
+    augment = augment_config(cfg.augment)
+    generator = torch.Generator().manual_seed(cfg.seed + 1)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total, disable=args.no_progress, dynamic_ncols=True, desc=cfg.mode)
@@ -422,8 +444,9 @@ def _end_to_end(encoder, datasets, labels, cfg, args, amp_dtype, device):
         model.train()
         for batch in train.epoch(epoch):
             rows = batch.position
+            signals, mask = augment_batch(batch.signals, batch.mask, augment, generator)
             with autocast(amp_dtype, device):
-                _, *logits = model(batch.signals, batch.mask)
+                _, *logits = model(signals, mask)
             loss = sum(
                 weighted_ce(lg, label_table[t][rows].to(device), weights[t])
                 for t, lg in zip(TASKS, logits) if t in active
@@ -443,7 +466,10 @@ def _end_to_end(encoder, datasets, labels, cfg, args, amp_dtype, device):
         for t in active:
             has = labels["val"][t] >= 0
             scores[t] = balanced_accuracy(labels["val"][t][has], probs[t][has].argmax(1), TASKS[t])
-        score = float(np.mean(list(scores.values()))) if scores else -math.inf
+        if cfg.e2e_select == "sleep_stage" and "sleep_stage" in scores:
+            score = scores["sleep_stage"]
+        else:
+            score = float(np.mean(list(scores.values()))) if scores else -math.inf
         curve.append(scores)
         if score > best_score:
             best_score, best_epoch, best_state = score, epoch, copy.deepcopy(model.state_dict())
@@ -451,7 +477,7 @@ def _end_to_end(encoder, datasets, labels, cfg, args, amp_dtype, device):
     model.load_state_dict(best_state)
     test = _loader(datasets["test"], cfg.embed_batch_size, device, args, shuffle=False, seed=cfg.seed)
     probs_val, probs_test = _predict(model, val, amp_dtype), _predict(model, test, amp_dtype)
-    selection = {t: ({"epoch": best_epoch, "val_mean_balanced_accuracy": best_score,
+    selection = {t: ({"epoch": best_epoch, f"val_{cfg.e2e_select}_balanced_accuracy": best_score,
                       "val_curve": [c.get(t) for c in curve]} if t in active else
                      {"skipped": "fewer than two classes in train or no validation labels"}) for t in TASKS}
     probs = {t: {"val": probs_val[t], "test": probs_test[t]} for t in active}

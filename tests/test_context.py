@@ -1,0 +1,141 @@
+"""The night-context model: the model itself, its training, its ONNX graph in the bundle, and scoring with it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from test_export_fixtures import tiny_pipeline, write_edf
+
+from physioserve.bundle import read_bundle
+from physioserve.io import read_recording
+from physioserve.metrics import cohen_kappa
+from physioserve.modalities import STAGE_NAMES
+from physioserve.runtime import InferenceSession
+from physioserve.scoring import COLUMNS, WINDOW_STAGE_COLUMNS, score_recording
+from training.config import ContextConfig
+from training.context import Night, NightContext, predict_nights, train_context
+
+
+def markov_nights(n_nights: int, length: int, d: int, noise: float, seed: int) -> list[Night]:
+    """Stages that persist (p = 0.93 per epoch, like scored nights) seen through noisy embeddings."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 1, (5, d))
+    nights = []
+    for k in range(n_nights):
+        stage = np.zeros(length, np.int64)
+        for i in range(1, length):
+            stage[i] = stage[i - 1] if rng.random() < 0.93 else rng.integers(0, 5)
+        emb = centres[stage] + noise * rng.normal(0, 1, (length, d))
+        mask = np.ones((length, 4), bool)
+        mask[rng.random(length) < 0.05] = False  # a few unscorable epochs
+        nights.append(Night(f"n{k}", emb.astype(np.float32), mask, stage))
+    return nights
+
+
+def test_unscorable_epochs_do_not_matter_and_any_length_runs():
+    model = NightContext(16, ContextConfig(hidden=8)).eval()
+    emb = torch.randn(2, 40, 16)
+    mask = torch.rand(2, 40, 4) > 0.3
+    mask[:, 5] = False
+    garbage = emb.clone()
+    garbage[:, 5] = 1e6
+    with torch.no_grad():
+        assert torch.allclose(model(emb, mask), model(garbage, mask))
+        for length in (1, 3, 700):
+            assert model(torch.randn(1, length, 16), torch.ones(1, length, 4, dtype=torch.bool)).shape == (1, length, 5)
+
+
+def test_context_beats_window_by_window_staging_on_persistent_stages(torch_one_thread):
+    nights = markov_nights(15, 300, 8, noise=1.6, seed=0)  # one set of stage centres; epochs overlap a lot
+    train, val = nights[:12], nights[12:]
+    cfg = ContextConfig(hidden=16, layers=1, crop_epochs=60, batch_size=16, steps=300, eval_every=50)
+    model, selection = train_context(train, val, cfg, progress=False)
+    y = np.concatenate([n.stage[n.mask.any(1)] for n in val])
+    night = np.concatenate([lg[n.mask.any(1)].argmax(1) for lg, n in zip(predict_nights(model, val), val)])
+    centres = np.stack([np.concatenate([n.embedding for n in train])[np.concatenate([n.stage for n in train]) == k].mean(0)
+                        for k in range(5)])
+    emb = np.concatenate([n.embedding[n.mask.any(1)] for n in val])
+    window = ((emb[:, None, :] - centres[None]) ** 2).sum(-1).argmin(1)  # the best a window-level rule does here
+    assert selection["best_val_kappa"] == pytest.approx(cohen_kappa(y, night, 5), abs=1e-6)
+    assert cohen_kappa(y, night, 5) > cohen_kappa(y, window, 5) + 0.15
+
+
+@pytest.fixture(scope="module")
+def context_bundle(tmp_path_factory):
+    """The tiny pipeline + an augmented fine-tune, `physioserve context` and `export --context`."""
+    from physioserve.cli import main
+
+    base = tmp_path_factory.getbasetemp()
+    paths = tiny_pipeline(base)
+    root = base / "context-pipeline"
+    ft, ctx, bundle = root / "ft", root / "ctx", root / "bundle"
+    if not (bundle / "bundle.json").exists():
+        commands = [
+            ["probe", "--checkpoint", paths["run"] / "encoder.pt", "--finetune", "--augment", "--augment-subsets", "0.5",
+             "--select", "sleep_stage", "--data", paths["cache"], "--out", ft, "--epochs", "1", "--batch-size", "8",
+             "--no-progress"],
+            ["context", "--probe", ft, "--data", paths["cache"], "--out", ctx, "--steps", "40", "--passes", "1",
+             "--no-progress"],
+            ["export", "--checkpoint", paths["run"] / "encoder.pt", "--probe", ft, "--context", ctx, "--out", bundle,
+             "--version", "0.0.2-test"],
+        ]
+        for command in commands:
+            assert main([str(c) for c in command]) == 0, f"physioserve {command[0]} failed"
+    return {"ft": ft, "ctx": ctx, "bundle": bundle, "cache": paths["cache"]}
+
+
+def test_context_command_writes_calibration_and_metrics(context_bundle):
+    summary = json.loads((context_bundle["ctx"] / "context.json").read_text())
+    assert set(summary["temperatures"]) == {"sleep_stage", "arousal", "sleep_stage_night"}
+    for res in summary["calibration"].values():
+        assert res["nll_after"] <= res["nll_before"] + 1e-9
+    assert {"val/all", "val/eeg", "test/all", "test/eeg"} <= set(summary["metrics"])
+    assert (context_bundle["ctx"] / "reliability.png").stat().st_size > 1000
+
+
+def test_bundle_carries_a_parity_checked_context_graph_with_the_temperatures_baked_in(context_bundle):
+    from training.context import load_context
+    from training.heads import load_inference_model
+
+    bundle = read_bundle(context_bundle["bundle"], verify_hash=True)
+    meta = bundle.meta["context"]
+    assert bundle.context_path.name == "context.onnx" and meta["parity"]["passed"]
+    assert (context_bundle["bundle"] / "reliability.png").exists()
+    temps = meta["temperatures"]
+    # the window-level graph's stage logits are the probe's divided by T
+    probe, _ = load_inference_model(context_bundle["ft"] / "model.pt")
+    session = ort.InferenceSession(str(bundle.model_path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    signals = rng.normal(0, 1, (3, 4, 3000)).astype(np.float32)
+    mask = np.ones((3, 4), bool)
+    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"signals": signals, "modality_mask": mask})))
+    with torch.no_grad():
+        emb, stage, _, arousal = probe(torch.from_numpy(signals), torch.from_numpy(mask))
+    assert np.allclose(got["sleep_stage_logits"], stage.numpy() / temps["sleep_stage"], atol=1e-4)
+    assert np.allclose(got["arousal_logits"], arousal.numpy() / temps["arousal"], atol=1e-4)
+    # the context graph's logits are the context model's divided by T_night
+    context, _ = load_context(context_bundle["ctx"] / "context.pt")
+    runtime = InferenceSession(bundle)
+    night_mask = np.ones((6, 4), bool)
+    night_mask[2] = False
+    night_emb = np.asarray(rng.normal(0, 1, (6, bundle.d_model)), np.float32)
+    with torch.no_grad():
+        expected = context(torch.from_numpy(night_emb[None]), torch.from_numpy(night_mask[None]))[0].numpy()
+    assert np.allclose(runtime.night_stage_logits(night_emb, night_mask), expected / temps["sleep_stage_night"], atol=1e-4)
+
+
+def test_scoring_with_a_context_bundle_gives_night_and_window_stages(context_bundle, tmp_path):
+    session = InferenceSession(read_bundle(context_bundle["bundle"]))
+    assert session.has_context and session.describe()["night_context"]
+    recording = read_recording(write_edf(tmp_path / "night.edf", fs=200, minutes=5))
+    score = score_recording(recording, session)
+    assert score.columns == [*COLUMNS, *WINDOW_STAGE_COLUMNS, "true_stage"]
+    assert score.summary["staging"] == "night context" and len(score.rows) == 10
+    for row in score.rows:
+        assert row["stage"] in STAGE_NAMES and row["window_stage"] in STAGE_NAMES
+        assert abs(sum(row[f"p_{s}"] for s in STAGE_NAMES) - 1) < 1e-5
+        assert abs(sum(row[f"window_p_{s}"] for s in STAGE_NAMES) - 1) < 1e-5
