@@ -19,6 +19,7 @@ from physioserve.bundle import (
     CARD_FILE,
     CONTEXT_FILE,
     MODEL_FILE,
+    WEIGHTS_FILE,
     Bundle,
     interface_metadata,
     read_bundle,
@@ -54,11 +55,14 @@ def export_bundle(
     ablation_cache: str | Path | None = None,
     context: tuple[torch.nn.Module, dict] | None = None,
     extra_files: dict[str, Path] | None = None,
+    weights: dict | None = None,
 ) -> Bundle:
     """Export `model` to a checked bundle folder at `out_dir`; returns the loaded Bundle.
 
     `context`: (night-context model, its metadata for bundle.json) -> `context.onnx`, parity-checked.
     `extra_files`: {name in the bundle: source file} copied as they are (e.g. the reliability diagram).
+    `weights`: torch state dicts written to `weights.pt` for `physioserve adapt` (encoder, heads,
+    decoders or None, context).
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
@@ -120,6 +124,11 @@ def export_bundle(
             meta["provenance"]["modality_ablation"] = modality_ablation(onnx_path, ablation_cache)
         for name, source in (extra_files or {}).items():
             shutil.copyfile(source, tmp / name)
+        if weights is not None:
+            torch.save(weights, tmp / WEIGHTS_FILE)
+            files[WEIGHTS_FILE] = sha256(tmp / WEIGHTS_FILE)
+            meta["weights"] = {"file": WEIGHTS_FILE, "decoders": weights.get("decoders") is not None,
+                               "note": "torch weights for `physioserve adapt`; serving never reads them"}
         meta["files"] = files
         write_bundle_meta(tmp, meta)
         (tmp / CARD_FILE).write_text(model_card(meta))

@@ -34,6 +34,43 @@ def _metrics_table(evaluation: dict) -> list[str]:
     return lines
 
 
+def context_section(context: dict) -> list[str]:
+    """Night-context staging and calibration: window-level vs night-level metrics, temperatures and ECE."""
+    cfg = context.get("config", {})
+    lines = [
+        "## Night context",
+        "",
+        f"`context.onnx` stages every epoch from the embeddings of the whole recording around it: a bidirectional "
+        f"GRU ({cfg.get('layers')} layers, {cfg.get('hidden')} units per direction) over the sequence of epoch "
+        "embeddings of the frozen encoder, trained on crops of "
+        f"{cfg.get('crop_epochs')} epochs (`physioserve context`). `physioserve score`, `/score` and the demo use "
+        "it; the window-level heads stay in `model.onnx` (`window_*` columns, `/predict`).",
+        "",
+    ]
+    metrics = context.get("metrics") or {}
+    if metrics:
+        lines += ["| split / inputs | window kappa | night kappa | night accuracy | night balanced acc. | "
+                  "stage changes / h (true) |", "| --- | --- | --- | --- | --- | --- |"]
+        for key, m in metrics.items():
+            night = m["night"]
+            lines.append(f"| {key} | {_fmt(m['window']['kappa'])} | {_fmt(night['kappa'])} | {_fmt(night['accuracy'])} | "
+                         f"{_fmt(night['balanced_accuracy'])} | {_fmt(night['stage_changes_per_h'])} "
+                         f"({_fmt(night['true_stage_changes_per_h'])}) |")
+        lines.append("")
+    calibration = context.get("calibration") or {}
+    if calibration:
+        lines += ["## Calibration", "",
+                  "Temperature scaling fitted on the validation split (Guo et al. 2017) and baked into the graphs' "
+                  "output layers; expected calibration error over 15 confidence bins (`reliability.png`).", "",
+                  "| output | temperature | ECE before | ECE after | NLL before | NLL after | n |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for name, c in calibration.items():
+            lines.append(f"| {name} | {_fmt(c.get('temperature'))} | {_fmt(c.get('ece_before'))} | "
+                         f"{_fmt(c.get('ece_after'))} | {_fmt(c.get('nll_before'))} | {_fmt(c.get('nll_after'))} | "
+                         f"{_fmt(c.get('n'))} |")
+    return lines
+
+
 def model_card(meta: dict) -> str:
     """The model card text (its first paragraph is the summary /metadata returns)."""
     model = meta.get("model", {})
@@ -94,6 +131,9 @@ def model_card(meta: dict) -> str:
                   "The same heads, test split, with modalities removed at inference (what a recording that "
                   "lacks them gets; nothing retrained). Balanced accuracy unless named; score = aggregate as above.",
                   "", *ablation_table(ablation)]
+    context = meta.get("context")
+    if context:
+        lines += ["", *context_section(context)]
     parity = export.get("parity", {})
     lines += [
         "",

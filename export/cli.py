@@ -66,6 +66,24 @@ def checkpoint_encoder_state(blob: dict) -> dict | None:
     return None
 
 
+def checkpoint_decoder_state(blob: dict) -> dict | None:
+    """The MultiMAE decoders of a pretraining checkpoint.pt ('model'); None for an encoder.pt."""
+    if "model" not in blob:
+        return None
+    prefix = "decoders."
+    return {k[len(prefix):]: v for k, v in blob["model"].items() if k.startswith(prefix)} or None
+
+
+def adapt_weights(model, model_config: dict, decoders: dict | None, context) -> dict:
+    """What `physioserve adapt` needs from a bundle: the torch weights behind both graphs, and the decoders."""
+    state = {"model_config": model_config, "encoder": model.encoder.state_dict(), "heads": model.heads.state_dict(),
+             "decoders": decoders, "context": None}
+    if context is not None:
+        context_model, info = context
+        state["context"] = {"config": info["config"], "state": context_model.state_dict()}
+    return state
+
+
 def select_evaluation(probe: Path, evaluation: Path | None) -> dict | None:
     """This probe's metrics: its run in an `evaluate` JSON (test split), else probe.json's validation metrics."""
     probe_dir = probe if probe.is_dir() else probe.parent
@@ -225,6 +243,7 @@ def run(args: argparse.Namespace) -> int:
             model, args.out, model_config=model_config, provenance=provenance, name=args.name, version=args.version,
             exporter="legacy" if args.legacy else "auto", int8=args.int8, int8_windows=windows, overwrite=args.overwrite,
             ablation_cache=args.data if args.ablation else None, context=context, extra_files=extra_files,
+            weights=adapt_weights(model, model_config, checkpoint_decoder_state(_load(args.checkpoint)), context),
         )
     except (FileExistsError, ValueError) as error:
         print(f"physioserve export: {error}", file=sys.stderr)

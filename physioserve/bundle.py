@@ -27,6 +27,7 @@ from .preprocessing import check_config_matches
 BUNDLE_FORMAT = 1
 MODEL_FILE = "model.onnx"
 CONTEXT_FILE = "context.onnx"  # the night-context graph (optional: bundles without it stage window by window)
+WEIGHTS_FILE = "weights.pt"  # torch weights for `physioserve adapt` (training extra); the served path never reads it
 META_FILE = "bundle.json"
 CARD_FILE = "MODEL_CARD.md"
 BUNDLE_FILES = (MODEL_FILE, META_FILE, CARD_FILE)

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str, str | None]] = {
     "context": ("training.context_train", "train the night-context model (BiGRU over epoch embeddings) and calibrate", "train"),
     "evaluate": ("training.evaluate", "test-split metrics of probe runs, as the paper's tables", "train"),
     "export": ("export.cli", "export encoder + probe heads to a checked ONNX model bundle", "export"),
+    "adapt": ("training.adapt", "adapt a bundle to a site's unlabelled recordings (MultiMAE + embedding statistics)", "train"),
     "demo": ("physioserve.demo", "score a synthetic night from a held-out real hypnogram with the default model", None),
     "score": ("physioserve.score", "score EDF/BDF/WFDB recordings: per-epoch table, night summary, hypnogram", None),
 }
