@@ -127,8 +127,8 @@ def format_report(report: dict) -> list[str]:
 def plot_hypnograms(pred, expert, path: str | Path, title: str = "", *, epoch_s: float = EPOCH_SECONDS) -> Path:
     """PNG with the predicted hypnogram above the expert's, shared time axis in hours.
 
-    pred [n_pred], expert [n_expert]: stage codes; epochs without a stage are gaps. Epochs where
-    both have a stage and they differ are marked in red under the expert panel. Returns `path`.
+    pred [n_pred], expert [n_expert]: stage codes; epochs without a stage are gaps. A red strip
+    under both marks the epochs where both have a stage and they differ. Returns `path`.
     """
     import matplotlib
 
@@ -143,22 +143,24 @@ def plot_hypnograms(pred, expert, path: str | Path, title: str = "", *, epoch_s:
         return np.where(ok, levels[np.clip(stages, 0, N_STAGES - 1)], np.nan)
 
     n = min(len(pred), len(expert))
-    differ = np.flatnonzero((as_levels(pred[:n]) != as_levels(expert[:n])) & np.isfinite(as_levels(pred[:n]))
-                            & np.isfinite(as_levels(expert[:n])))
-    fig, axes = plt.subplots(2, 1, figsize=(11, 5.0), sharex=True)
+    p_levels, e_levels = as_levels(pred[:n]), as_levels(expert[:n])
+    differ = np.flatnonzero(np.isfinite(p_levels) & np.isfinite(e_levels) & (p_levels != e_levels))  # [n_differ]
+    fig, axes = plt.subplots(3, 1, figsize=(11, 5.2), sharex=True, gridspec_kw={"height_ratios": [3, 3, 0.45]})
     for ax, label, stages in ((axes[0], "predicted", pred), (axes[1], "expert", expert)):
         edges = np.arange(len(stages) + 1) * epoch_s / 3600  # [n + 1] hours
         ax.stairs(as_levels(stages), edges, baseline=None, color="#1f4e79", linewidth=1.2)
         ax.set_yticks(list(PLOT_LEVELS.values()), list(PLOT_LEVELS.keys()))
-        ax.set_ylim(-0.9, 4.6)
+        ax.set_ylim(-0.5, 4.5)
         ax.set_ylabel(label)
         ax.grid(axis="x", alpha=0.3)
-    if len(differ):
-        axes[1].plot((differ + 0.5) * epoch_s / 3600, np.full(len(differ), -0.6), "|", color="#c0392b",
-                     markersize=5, label=f"disagreement ({len(differ)} epochs)")
-        axes[1].legend(loc="lower right", fontsize=8, frameon=False)
+    strip = np.zeros(n)
+    strip[differ] = 1.0
+    axes[2].stairs(strip, np.arange(n + 1) * epoch_s / 3600, fill=True, color="#c0392b", baseline=0)
+    axes[2].set_yticks([])
+    axes[2].set_ylim(0, 1)
+    axes[2].set_ylabel("differ", rotation=0, ha="right", va="center", fontsize=8)
     axes[0].set_title(title, fontsize=10)
-    axes[1].set_xlabel("hours from recording start")
+    axes[2].set_xlabel(f"hours from recording start ({len(differ)} of {n} epochs differ)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -169,3 +171,20 @@ def agreement_title(record: str, report: dict) -> str:
     """'REC: accuracy 0.812, kappa 0.701 over 840 epochs' (a plot title, a summary line)."""
     fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
     return f"{record}: accuracy {fmt(report['accuracy'])}, Cohen's kappa {fmt(report['kappa'])} over {report['epochs']} epochs"
+
+
+def agreement_with_hypnogram(pred_stages, path: str | Path, *, epoch_s: float | None = None, fmt: str | None = None):
+    """Read an expert hypnogram file and compare with predicted stages [n] (codes; -1 unscorable).
+
+    Returns (report, hypnogram): report = {'hypnogram': how the file was read, **stage_agreement_report}
+    with the reader's notes first; hypnogram = the `io.hypnogram.Hypnogram` (for the plot). The epoch
+    length of a file without times is inferred from the predicted night's length. Raises
+    `RecordError` (a ValueError) naming the file for a bad hypnogram.
+    """
+    from .io.hypnogram import read_hypnogram
+
+    pred = np.asarray(pred_stages)
+    hypnogram = read_hypnogram(path, epoch_s=epoch_s, n_epochs=len(pred), fmt=fmt)
+    report = stage_agreement_report(pred, hypnogram.stages)
+    report["notes"] = hypnogram.notes + report["notes"]
+    return {"hypnogram": hypnogram.describe(), **report}, hypnogram

@@ -594,3 +594,40 @@ def _majority(pieces: list[tuple[float, float, int]]) -> int:
         return 0.0 if start <= mid < stop else min(abs(start - mid), abs(stop - mid))
 
     return min((p for p in filled if p[2] in tied), key=lambda p: (distance(p), p[0]))[2]
+
+
+# ------------------------------------------------------------------------------------ naming rule
+
+_PSG_SUFFIX = re.compile(r"[-_ ]psg$", re.IGNORECASE)
+_SLEEP_EDF = re.compile(r"^(?P<night>s[ct]\d{4}[a-z])\d-psg$", re.IGNORECASE)  # SC4001E0-PSG, ST7011J0-PSG
+NAMING_RULE = (
+    "in DIR, the hypnogram of record NAME (a file's stem, a record folder's name) is the one file named "
+    "NAME or NAME without a -PSG/_PSG suffix, then '.', '-', '_' or ' ', ending in .arousal .st .hyp .csv .tsv "
+    ".txt, or .edf/.bdf with 'hypnogram' in its name; Sleep-EDF's SC4001E0-PSG also matches SC4001E?-Hypnogram.edf "
+    "(the scorer's letter differs)"
+)
+
+
+def find_hypnogram(record: str, folder: str | Path, *, exclude: Path | None = None) -> Path | None:
+    """The expert hypnogram of `record` in `folder` by `NAMING_RULE`; None when there is none.
+
+    `exclude`: the recording's own file (a folder may hold both). Raises `RecordError` listing the
+    candidates when several files match (the rule never picks one silently).
+    """
+    folder = Path(folder)
+    keys = {record.casefold(), _PSG_SUFFIX.sub("", record).casefold()}
+    sleep_edf = _SLEEP_EDF.match(record)
+    found = []
+    for path in sorted(folder.iterdir()):
+        name = path.name.casefold()
+        if not path.is_file() or not name.endswith(HYPNOGRAM_SUFFIXES) or (exclude and path.resolve() == exclude.resolve()):
+            continue
+        if name.endswith(EDF_SUFFIXES) and "hypnogram" not in name:
+            continue
+        named = any(name.startswith(key) and name[len(key): len(key) + 1] in (".", "-", "_", " ") for key in keys)
+        if named or (sleep_edf and re.fullmatch(rf"{sleep_edf['night'].casefold()}[a-z]-hypnogram\.edf", name)):
+            found.append(path)
+    if len(found) > 1:
+        raise RecordError(f"{folder}: {len(found)} hypnograms match record {record}: "
+                          f"{', '.join(p.name for p in found)}; keep one per record, or give it with --hypnogram")
+    return found[0] if found else None
