@@ -203,17 +203,20 @@ def _from_edf(path: Path) -> Hypnogram:
                      format="edf", kind="EDF+ annotations", epoch_s=None, extent=extent)
 
 
-def _header_beside(path: Path) -> tuple[Path, float, float | None] | None:
+def _header_beside(path: Path, notes: list[str]) -> tuple[Path, float, float | None] | None:
     """(file, duration_s, fs or None) of the record a lone annotation file belongs to, when found beside it:
-    its WFDB header `<record>.hea`, or (Sleep-EDF `SC4001E0-PSG.edf.hyp`) the EDF `<record>` itself."""
+    its WFDB header `<record>.hea`, or (Sleep-EDF `SC4001E0-PSG.edf.hyp`) the EDF `<record>` itself.
+    A header that cannot be read is passed over with a note."""
     header = path.with_suffix(".hea")
     if header.is_file():
         try:
             rec = wfdb.rdheader(str(header.with_suffix("")))
         except Exception as error:  # wfdb raises bare Exceptions on bad headers
-            raise RecordError(f"{header}: not a readable WFDB header ({type(error).__name__}: {error})") from None
-        if rec.sig_len:
-            return header, int(rec.sig_len) / float(rec.fs), float(rec.fs)
+            notes.append(f"{header.name} beside it is not a readable WFDB header ({type(error).__name__}: {error}); "
+                         "not used")
+        else:
+            if rec.sig_len:
+                return header, int(rec.sig_len) / float(rec.fs), float(rec.fs)
     edf = path.with_suffix("")
     if edf.suffix.lower() in EDF_SUFFIXES and edf.is_file():
         return edf, read_edf(edf, load_signals=False, require_modality_channel=False).duration_s, None
@@ -241,10 +244,11 @@ def _from_wfdb(path: Path, epoch_s: float | None) -> Hypnogram:
 
 def _from_physionet2018(path: Path) -> Hypnogram:
     labels = read_arousal_annotations(path)  # the header beside it, if any, sets the length
-    header = _header_beside(path)
+    notes: list[str] = []
+    header = _header_beside(path, notes)
     hyp = Hypnogram(stages=labels.stages, arousal_regions_s=labels.arousal_regions_s, source=str(path),
                     format="wfdb", kind="PhysioNet 2018 .arousal stage notes",
-                    extent=_extent(header) if header else "the last annotation")
+                    extent=_extent(header) if header else "the last annotation", notes=notes)
     if not header:
         hyp.notes.append(_lone_note(path.with_suffix(".hea")))
     return hyp
@@ -252,9 +256,9 @@ def _from_physionet2018(path: Path) -> Hypnogram:
 
 def _from_slpdb(path: Path, notes, file_fs: float | None, epoch_s: float | None) -> Hypnogram:
     length = epoch_s or SLPDB_EPOCH_S
-    header = _header_beside(path)
+    extra: list[str] = []
+    header = _header_beside(path, extra)
     fs = header[2] if header and header[2] else file_fs
-    extra = []
     if not fs:
         steps = np.diff([a.sample for a in notes])
         if not len(steps):
@@ -275,7 +279,8 @@ def _from_slpdb(path: Path, notes, file_fs: float | None, epoch_s: float | None)
 
 
 def _from_sleep_edf_hyp(path: Path, notes, file_fs: float | None) -> Hypnogram:
-    header = _header_beside(path)
+    extra: list[str] = []
+    header = _header_beside(path, extra)
     fs = file_fs or (header[2] if header else None)
     if not fs:
         raise RecordError(f"{path}: no '## time resolution' note and no header beside it: the sampling rate is "
@@ -293,7 +298,7 @@ def _from_sleep_edf_hyp(path: Path, notes, file_fs: float | None) -> Hypnogram:
     n = _header_epochs(header) if header else None
     hyp = Hypnogram(stages=epochs_by_majority(intervals, n), source=str(path), format="wfdb",
                     kind="Sleep-EDF .hyp (Sleep_stage_X duration: N)", epoch_s=None,
-                    extent=_extent(header) if header else "the end of the last annotated run")
+                    extent=_extent(header) if header else "the end of the last annotated run", notes=extra)
     if not header:
         hyp.notes.append(_lone_note(path.with_suffix(".hea")))
     return hyp
@@ -589,11 +594,12 @@ def _majority(pieces: list[tuple[float, float, int]]) -> int:
         return tied[0]
     mid = EPOCH_SECONDS / 2
 
-    def distance(piece):  # 0 for the piece holding the midpoint ([start, stop) holds mid when start <= mid < stop)
-        start, stop, _ = piece
-        return 0.0 if start <= mid < stop else min(abs(start - mid), abs(stop - mid))
+    def rank(piece):  # nearest the midpoint first; the piece holding it ([start, stop) with start <= mid < stop)
+        start, stop, _ = piece  # beats one ending there; then the earlier
+        holds = start <= mid < stop
+        return (0.0 if holds else min(abs(start - mid), abs(stop - mid)), not holds, start)
 
-    return min((p for p in filled if p[2] in tied), key=lambda p: (distance(p), p[0]))[2]
+    return min((p for p in filled if p[2] in tied), key=rank)[2]
 
 
 # ------------------------------------------------------------------------------------ naming rule
