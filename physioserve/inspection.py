@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from .io import Hypnogram, is_label_file, n_samples_of, read_labels, read_recording
+from .io import HYPNOGRAM_FORMATS, Hypnogram, is_label_file, n_samples_of, read_hypnogram, read_labels, read_recording
 from .io.common import skipped_candidates
 from .io.physionet2018 import signal_files
 from .modalities import EPOCH_SECONDS, MODALITIES, TARGET_FS, modality_of, parse_channel_map
@@ -31,11 +31,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--channel-map", default=None, metavar="MAP", help="override the alias table, e.g. eeg=C4-A1,eog=EOG(L)"
     )
+    parser.add_argument("--hypnogram-format", choices=tuple(HYPNOGRAM_FORMATS), default=None,
+                        help="read PATH as an expert hypnogram of this format (default: detected; numbers-only files need it)")
+    parser.add_argument("--hypnogram-epoch", type=float, default=None, metavar="SECONDS",
+                        help="seconds per line of a hypnogram that gives no times (default 30 s, DREAMS 5 s)")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        summary = inspect_path(Path(args.path), parse_channel_map(args.channel_map))
+        summary = inspect_path(Path(args.path), parse_channel_map(args.channel_map),
+                               hypnogram_format=args.hypnogram_format, hypnogram_epoch=args.hypnogram_epoch)
     except (ValueError, OSError) as error:  # RecordError is a ValueError; both name the file
         print(f"physioserve inspect: error: {error}", file=sys.stderr)
         return 1
@@ -46,10 +51,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def inspect_path(path: Path, channel_map: dict[str, str] | None = None) -> dict:
-    """Everything `inspect` shows, as a JSON-ready dict."""
-    if is_label_file(path, text=True):
-        labels = read_labels(path)
+def inspect_path(path: Path, channel_map: dict[str, str] | None = None, *, hypnogram_format: str | None = None,
+                 hypnogram_epoch: float | None = None) -> dict:
+    """Everything `inspect` shows, as a JSON-ready dict. A hypnogram format or epoch length reads PATH
+    as an expert hypnogram (`io.hypnogram.read_hypnogram`)."""
+    if hypnogram_format or hypnogram_epoch or is_label_file(path, text=True):
+        forced = hypnogram_format or hypnogram_epoch
+        labels = read_hypnogram(path, fmt=hypnogram_format, epoch_s=hypnogram_epoch) if forced else read_labels(path)
         return {"path": str(path), "kind": "labels", "name": path.name, "labels": label_summary(labels)}
     recording = read_recording(path, channel_map, load_signals=False, all_channels=True, require_modality=False)
     return recording_summary(recording, path)

@@ -173,6 +173,15 @@ def test_inspect_describes_every_hypnogram_format(tmp_path, real, capsys):
     assert summary["labels"]["n_epochs"] == 3 and summary["labels"]["stage_counts"]["W"] == 2
     out = _inspect(capsys, dreams)
     assert "format: dreams (DREAMS hypnogram (R&K codes); 5 s epochs)" in out
+    numbers = tmp_path / "numbers.txt"
+    numbers.write_text("0\n2\n2\n4\n")
+    assert main(["inspect", str(numbers)]) == 1
+    assert "--hypnogram-format numeric" in capsys.readouterr().err
+    out = _inspect(capsys, numbers, "--hypnogram-format", "numeric")
+    assert "format: numeric" in out and "epochs: 4  W 1  N1 0  N2 2  N3 0  REM 1" in out
+    summary = json.loads(_inspect(capsys, real.parent / "other" / "hypnogram_annotations.edf", "--json",
+                                  "--hypnogram-format", "edf"))
+    assert summary["labels"]["hypnogram"]["extent"].endswith("(annotation-only file)")
 
 
 # --------------------------------------------------------------------------- text formats
