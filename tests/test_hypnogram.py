@@ -15,7 +15,8 @@ import wfdb
 
 from physioserve.cli import main
 from physioserve.io import RecordError, read_labels
-from physioserve.io.hypnogram import FORMATS, epochs_by_majority, find_hypnogram, infer_epoch_s, read_hypnogram
+from physioserve.io.hypnogram import FORMATS, find_hypnogram, read_hypnogram
+from physioserve.io.hypnogram_grid import epochs_by_majority, infer_epoch_s
 from physioserve.modalities import STAGE_NAMES
 
 W, N1, N2, N3, REM, UNDEF = 0, 1, 2, 3, 4, 5
