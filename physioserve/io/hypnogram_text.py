@@ -69,11 +69,12 @@ def numbers_only(path: Path, what: str = "the stages are") -> RecordError:
 
 
 def is_text(head: bytes) -> bool:
+    """Whether the first bytes of a file decode as UTF-8 (a text hypnogram, not a binary annotation file)."""
     try:
         head.decode("utf-8")
         return True
-    except UnicodeDecodeError:
-        return False
+    except UnicodeDecodeError as error:
+        return error.start >= len(head) - 3  # only a character cut at the end of `head`
 
 
 def text_lines(path: Path) -> list[tuple[int, str]]:
@@ -136,7 +137,7 @@ def _codes(path: Path, fmt: str, rows: list[tuple[int, str]]) -> tuple[np.ndarra
             accepted = "W, Wake, N1, S1, 1, N2, S2, 2, N3, N4, S3, S4, 3, 4, R, REM, MT, ?, unscored"
             hint = ("; numbers only? use --hypnogram-format numeric or dreams" if NUMBER.match(text) else "")
             raise RecordError(f"{path}: line {n}: {text[:60]!r} is not a sleep stage (accepted: {accepted}){hint}")
-    if all(NUMBER.match(t) for _, t in rows if t):
+    if any(t for _, t in rows) and all(NUMBER.match(t) for _, t in rows if t):
         raise numbers_only(path, "the stage column holds")
     empty = sum(key == "" for key in tokens)
     if empty:
@@ -154,14 +155,15 @@ def _float(path: Path, line: int, text: str, what: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise RecordError(f"{path}: line {line}: {what} {text[:40]!r} is not a number of seconds "
-                          "from the recording start") from None
+        unit = "" if what == "epoch" else " of seconds from the recording start"
+        raise RecordError(f"{path}: line {line}: {what} {text[:40]!r} is not a number{unit}") from None
     if not math.isfinite(value) or value < 0 or (what == "duration" and value == 0):
-        raise RecordError(f"{path}: line {line}: {what} {text[:40]!r} must be a positive number of seconds")
+        raise RecordError(f"{path}: line {line}: {what} {text[:40]!r} must be a positive number")
     return value
 
 
 def read_text_hypnogram(path: Path, fmt: str, epoch_s: float | None, n_epochs: int | None) -> Hypnogram:
+    """A text hypnogram of format `fmt` (csv, lines, numeric, dreams); arguments as `read_hypnogram`."""
     lines = text_lines(path)
     if not lines:
         raise RecordError(f"{path}: empty file; an expert hypnogram has one stage per line or row")
@@ -194,6 +196,7 @@ def read_text_hypnogram(path: Path, fmt: str, epoch_s: float | None, n_epochs: i
 
 
 def _from_table(path, fmt, lines, header, epoch_s, n_epochs) -> Hypnogram:
+    """A table with a header row: spans from onset + duration, onsets alone, durations alone, or rows."""
     sep, keys = header
     col = {key: keys.index(key) for key in ("stage", "onset", "duration", "epoch") if key in keys}
     rows = []
