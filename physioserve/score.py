@@ -238,8 +238,8 @@ def run(args: argparse.Namespace) -> int:
     hypnograms, hypnogram_problems = match_hypnograms(inputs, args)
     for problem in hypnogram_problems:
         print(f"score: {problem}", file=sys.stderr)
-    if args.hypnogram is not None and not hypnograms:
-        return 1
+    if (args.hypnogram is not None and not hypnograms) or (args.hypnogram_dir and not args.hypnogram_dir.is_dir()):
+        return 1  # the comparison asked for cannot happen: stop before scoring
     problems += hypnogram_problems
     try:
         scorer = (RemoteScorer(args.url, args.channel_map, args.timeout) if args.url
