@@ -13,13 +13,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
+from .agreement import format_report, stage_agreement_report, stage_codes
 from .bundle import BundleError, resolve_bundle
 from .io import read_recording
-from .metrics import balanced_accuracy, cohen_kappa, confusion_matrix
-from .modalities import STAGE_NAMES, check_modality
+from .modalities import check_modality
 from .runtime import InferenceSession
 from .scoring import score_recording, write_score
 from .synth.corpus import synthesize_corpus
@@ -37,35 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="score with only these modalities, e.g. eeg,eog (default: all four)")
 
 
-def agreement(pred: np.ndarray, true: np.ndarray) -> dict:
-    """Accuracy, Cohen's kappa, balanced accuracy and per-stage recall over epochs with a true stage."""
-    keep = true >= 0
-    p, t = pred[keep], true[keep]
-    cm = confusion_matrix(t, p, len(STAGE_NAMES))  # rows true, columns predicted
-    recall = {name: (float(cm[k, k] / cm[k].sum()) if cm[k].sum() else None) for k, name in enumerate(STAGE_NAMES)}
-    return {
-        "epochs": int(keep.sum()),
-        "accuracy": float((p == t).mean()) if len(t) else None,
-        "kappa": cohen_kappa(t, p, len(STAGE_NAMES)) if len(t) else None,
-        "balanced_accuracy": balanced_accuracy(t, p, len(STAGE_NAMES)) if len(t) else None,
-        "recall": recall,
-        "confusion": cm.tolist(),
-    }
-
-
 def _print_report(record: str, hypnogram: str, summary: dict, agree: dict, files: list[Path]) -> None:
-    fmt = lambda v: "   –" if v is None else f"{v:.3f}"  # noqa: E731
     print(f"\nnight {record} (synthetic signals driven by the real hypnogram {hypnogram}, never used in training)")
     print(f"modalities used: {', '.join(summary['modalities_used'])}")
     print(f"\nagreement with the true hypnogram over {agree['epochs']} scored epochs:")
-    print(f"  accuracy {fmt(agree['accuracy'])}   Cohen's kappa {fmt(agree['kappa'])}   "
-          f"balanced accuracy {fmt(agree['balanced_accuracy'])}")
-    print("  recall    " + "  ".join(f"{name:>5}" for name in STAGE_NAMES))
-    print("            " + "  ".join(f"{fmt(agree['recall'][name]):>5}" for name in STAGE_NAMES))
-    print("\n  confusion (rows true, columns predicted)")
-    print("        " + "".join(f"{name:>6}" for name in STAGE_NAMES))
-    for name, row in zip(STAGE_NAMES, agree["confusion"]):
-        print(f"  {name:>5} " + "".join(f"{v:>6}" for v in row))
+    print("\n".join(format_report(agree)))
     print("\nnight summary (predicted):")
     print(f"  total recording time {summary['total_recording_time_min']:.0f} min, total sleep time "
           f"{summary['total_sleep_time_min']:.0f} min, sleep efficiency {summary['sleep_efficiency_pct']} %")
@@ -100,8 +75,7 @@ def run(args: argparse.Namespace) -> int:
         bar.update(1)
     files = write_score(score, args.out, fmt="csv", plot=True)
     true = recording.window_labels()["stage"]
-    pred = np.array([STAGE_NAMES.index(s) if s in STAGE_NAMES else -1 for s in score.column("stage")])
-    agree = agreement(pred, true)
+    agree = stage_agreement_report(stage_codes(score.column("stage")), true)
     report = {"record": score.record, "hypnogram": hypnogram.name, "seed": args.seed, "agreement": agree,
               "summary": score.summary, "seconds": round(time.perf_counter() - started, 1)}
     report_path = args.out / "demo.json"

@@ -1,8 +1,10 @@
 """`physioserve inspect PATH`: channels, rates, units, duration, modality map and labels of a file.
 
 PATH is a PhysioNet 2018 record (folder or `.hea`; the header alone is enough), an EDF/EDF+/BDF
-file, or a label file alone (`-arousal.mat`, `.arousal`, an EDF+ hypnogram). Signals are never
-loaded: everything shown comes from headers and label files.
+file, or a label file alone: `-arousal.mat`, or an expert hypnogram in any of `io.hypnogram.FORMATS`
+(`.arousal`, `.st`, `.hyp`, EDF+ annotations, CSV/TXT, DREAMS), shown with its format, epoch length
+and where its epoch count comes from (the record's header beside a lone annotation file, else its
+last annotation). Signals are never loaded: everything shown comes from headers and label files.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from .io import is_label_file, n_samples_of, read_labels, read_recording
+from .io import HYPNOGRAM_FORMATS, Hypnogram, is_label_file, n_samples_of, read_hypnogram, read_labels, read_recording
 from .io.common import skipped_candidates
 from .io.physionet2018 import signal_files
 from .modalities import EPOCH_SECONDS, MODALITIES, TARGET_FS, modality_of, parse_channel_map
@@ -23,16 +25,22 @@ AROUSAL_THRESHOLD = 0.75  # the design's arousal-window rule
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", metavar="PATH", help="record folder or .hea, .edf/.bdf, -arousal.mat or .arousal")
+    parser.add_argument("path", metavar="PATH",
+                        help="record folder or .hea, .edf/.bdf, -arousal.mat, or a hypnogram (.arousal, .st, .hyp, .csv, .txt)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument(
         "--channel-map", default=None, metavar="MAP", help="override the alias table, e.g. eeg=C4-A1,eog=EOG(L)"
     )
+    parser.add_argument("--hypnogram-format", choices=tuple(HYPNOGRAM_FORMATS), default=None,
+                        help="read PATH as an expert hypnogram of this format (default: detected; numbers-only files need it)")
+    parser.add_argument("--hypnogram-epoch", type=float, default=None, metavar="SECONDS",
+                        help="seconds per line of a hypnogram that gives no times (default 30 s, DREAMS 5 s)")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        summary = inspect_path(Path(args.path), parse_channel_map(args.channel_map))
+        summary = inspect_path(Path(args.path), parse_channel_map(args.channel_map),
+                               hypnogram_format=args.hypnogram_format, hypnogram_epoch=args.hypnogram_epoch)
     except (ValueError, OSError) as error:  # RecordError is a ValueError; both name the file
         print(f"physioserve inspect: error: {error}", file=sys.stderr)
         return 1
@@ -43,10 +51,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def inspect_path(path: Path, channel_map: dict[str, str] | None = None) -> dict:
-    """Everything `inspect` shows, as a JSON-ready dict."""
-    if is_label_file(path):
-        labels = read_labels(path)
+def inspect_path(path: Path, channel_map: dict[str, str] | None = None, *, hypnogram_format: str | None = None,
+                 hypnogram_epoch: float | None = None) -> dict:
+    """Everything `inspect` shows, as a JSON-ready dict. A hypnogram format or epoch length reads PATH
+    as an expert hypnogram (`io.hypnogram.read_hypnogram`)."""
+    if hypnogram_format or hypnogram_epoch or is_label_file(path, text=True):
+        forced = hypnogram_format or hypnogram_epoch
+        labels = read_hypnogram(path, fmt=hypnogram_format, epoch_s=hypnogram_epoch) if forced else read_labels(path)
         return {"path": str(path), "kind": "labels", "name": path.name, "labels": label_summary(labels)}
     recording = read_recording(path, channel_map, load_signals=False, all_channels=True, require_modality=False)
     return recording_summary(recording, path)
@@ -93,10 +104,11 @@ def recording_summary(recording: Recording, path: Path) -> dict:
 
 
 def label_summary(labels: Labels) -> dict:
-    """Epochs per stage, arousal count and windows at the 0.75 rule."""
+    """Epochs per stage, arousal count and windows at the 0.75 rule; for a hypnogram file also its
+    format, epoch length, where the epoch count comes from (`extent`) and the reader's notes."""
     n_epochs = len(labels.stages)
     fraction = arousal_fraction(labels.arousal_regions_s, n_epochs)  # [n_epochs]
-    return {
+    summary = {
         "source": labels.source,
         "n_epochs": n_epochs,
         "stage_counts": labels.stage_counts(),
@@ -104,6 +116,10 @@ def label_summary(labels: Labels) -> dict:
         "arousal_windows": int((fraction >= AROUSAL_THRESHOLD).sum()),
         "arousal_threshold": AROUSAL_THRESHOLD,
     }
+    if isinstance(labels, Hypnogram):
+        described = labels.describe()
+        summary["hypnogram"] = {key: described[key] for key in ("format", "kind", "epoch_s", "extent", "notes")}
+    return summary
 
 
 def _hms(seconds: float) -> str:
@@ -144,9 +160,15 @@ def format_summary(summary: dict) -> str:
     else:
         counts = "  ".join(f"{k} {v}" for k, v in labels["stage_counts"].items())
         lines.append(f"labels ({labels['source']}):")
+        hypnogram = labels.get("hypnogram")
+        if hypnogram:
+            epoch = "times in the file" if hypnogram["epoch_s"] is None else f"{hypnogram['epoch_s']:g} s epochs"
+            lines.append(f"  format: {hypnogram['format']} ({hypnogram['kind']}; {epoch})")
+            lines.append(f"  epoch count runs to {hypnogram['extent']}")
         lines.append(f"  epochs: {labels['n_epochs']}  {counts}")
         lines.append(
             f"  arousals: {labels['n_arousals']}; windows >= {labels['arousal_threshold']:g} covered: "
             f"{labels['arousal_windows']}"
         )
+        lines += [f"  note: {note}" for note in (hypnogram or {}).get("notes", [])]
     return "\n".join(lines)

@@ -3,6 +3,8 @@
     physioserve score night1.edf records/ --out scored --plot            # local, default bundle
     physioserve score night1.edf --out scored --bundle bundles/small      # a given bundle folder
     physioserve score records/ --out scored --url http://127.0.0.1:3000   # through `bentoml serve`
+    physioserve score SC4001E0-PSG.edf --out scored --hypnogram SC4001EC-Hypnogram.edf   # vs an expert
+    physioserve score records/ --out scored --hypnogram-dir experts/     # several, matched by name
 
 PATH: EDF/BDF files, WFDB records (a `.hea`, or a folder holding `<folder>.hea`), or folders
 searched recursively for both (EDF+ files named `*hypnogram*` hold annotations only and are
@@ -10,14 +12,28 @@ skipped). Per recording OUT gets `<record>.epochs.csv` + `<record>.summary.json`
 with --format json) and, with --plot, `<record>.hypnogram.png`. A file that fails gets one line on
 stderr and the rest go on; the exit status is 1 when any failed. Local and --url scoring write the
 same tables: the service computes them with the same code (`physioserve.scoring`).
+
+Expert hypnograms: `--hypnogram FILE` (one recording) or `--hypnogram-dir DIR` (several; the naming
+rule is `io.hypnogram.NAMING_RULE`), in any format `io.hypnogram.FORMATS` lists, read by
+`read_hypnogram` with the epoch length inferred from the recording when the file gives no times.
+Per recording OUT also gets `<record>.agreement.json` (`agreement.stage_agreement_report` plus how
+the hypnogram was read) and `<record>.agreement.png` (predicted above expert); the run prints accuracy
+and Cohen's kappa per recording and their mean. Hypnograms are read once before scoring starts: a bad
+`--hypnogram` stops there; with `--hypnogram-dir` a bad or ambiguous one is a stderr line, its
+recording is scored without agreement, and the exit status is 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
+from .agreement import agreement_title, agreement_with_hypnogram, plot_hypnograms, stage_codes
+from .io.errors import RecordError
+from .io.hypnogram import FORMATS as HYPNOGRAM_FORMATS
+from .io.hypnogram import NAMING_RULE, find_hypnogram, read_hypnogram
 from .scoring import NightScore, upload_payload, write_score
 
 HELP = "score EDF/BDF/WFDB recordings: per-epoch stage and arousal probabilities, night summary, hypnogram"
@@ -26,6 +42,7 @@ RECORDING_SUFFIXES = (".edf", ".bdf", ".hea")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = f"--hypnogram-dir naming rule: {NAMING_RULE}."
     parser.add_argument("paths", nargs="+", type=Path, help="EDF/BDF files, WFDB records (.hea or record folder), or folders")
     parser.add_argument("--out", type=Path, required=True, help="output folder (created)")
     where = parser.add_mutually_exclusive_group()
@@ -38,6 +55,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", choices=("fp32", "int8"), default=None, help="local only: graph variant of the bundle")
     parser.add_argument("--timeout", type=float, default=600.0, help="--url only: seconds to wait per recording (default 600)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    expert = parser.add_mutually_exclusive_group()
+    expert.add_argument("--hypnogram", type=Path, default=None, metavar="FILE",
+                        help="expert hypnogram of the one recording given: writes <record>.agreement.json and "
+                             ".agreement.png, prints accuracy and kappa")
+    expert.add_argument("--hypnogram-dir", type=Path, default=None, metavar="DIR",
+                        help="expert hypnograms of several recordings, matched by name (NAME.st, NAME.hyp, "
+                             "NAME-Hypnogram.edf, NAME_hypnogram.csv, ...; Sleep-EDF's E0-PSG / EC-Hypnogram pairs)")
+    parser.add_argument("--hypnogram-format", choices=tuple(HYPNOGRAM_FORMATS), default=None,
+                        help="hypnogram format (default: detected from the content); numeric = 0 W 1 N1 2 N2 3 N3 4 REM, "
+                             "dreams = [Hypnogram] + 5 W ... 0 S4 per 5 s")
+    parser.add_argument("--hypnogram-epoch", type=float, default=None, metavar="SECONDS",
+                        help="seconds per line of a hypnogram that gives no times (default: inferred from the "
+                             "recording, one of 30, 20, 5 s)")
 
 
 def find_inputs(paths: list[Path]) -> tuple[list[Path], list[str]]:
@@ -139,6 +169,63 @@ class RemoteScorer:
         return NightScore.from_json(response.json())
 
 
+def match_hypnograms(inputs: list[Path], args: argparse.Namespace) -> tuple[dict[Path, Path], list[str]]:
+    """{recording: its expert hypnogram} from --hypnogram / --hypnogram-dir, each read once to check it;
+    and the problems found (a missing match is a note, an unreadable or ambiguous file a problem)."""
+    pairs: dict[Path, Path] = {}
+    problems: list[str] = []
+    if args.hypnogram is not None:
+        if len(inputs) != 1:
+            return {}, [f"--hypnogram compares one recording, {len(inputs)} given; use --hypnogram-dir for several"]
+        pairs[inputs[0]] = args.hypnogram
+    elif args.hypnogram_dir is not None:
+        if not args.hypnogram_dir.is_dir():
+            return {}, [f"{args.hypnogram_dir}: --hypnogram-dir is not a folder"]
+        for path in inputs:
+            try:
+                found = find_hypnogram(record_name(path), args.hypnogram_dir, exclude=path)
+            except RecordError as error:
+                problems.append(str(error))
+                continue
+            if found is None:
+                print(f"score: {path}: no hypnogram for {record_name(path)} in {args.hypnogram_dir}; scored "
+                      "without agreement (naming rule: physioserve score --help)", file=sys.stderr)
+            else:
+                pairs[path] = found
+    for path, hypnogram in list(pairs.items()):
+        try:
+            read_hypnogram(hypnogram, epoch_s=args.hypnogram_epoch, fmt=args.hypnogram_format)
+        except (RecordError, OSError) as error:
+            problems.append(f"{error}" + (f" ({path.name} is scored without agreement)" if args.hypnogram_dir else ""))
+            del pairs[path]
+    return pairs, problems
+
+
+def write_agreement(score: NightScore, hypnogram: Path, out_dir: Path, args: argparse.Namespace) -> dict:
+    """Compare a scored night with its expert hypnogram: writes <record>.agreement.json and .png."""
+    pred = stage_codes(score.column("stage"))
+    report, expert = agreement_with_hypnogram(pred, hypnogram, epoch_s=args.hypnogram_epoch, fmt=args.hypnogram_format)
+    report = {"record": score.record, **report}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{score.record}.agreement.json").write_text(json.dumps(report, indent=1) + "\n")
+    plot_hypnograms(pred, expert.stages, out_dir / f"{score.record}.agreement.png",
+                    f"{agreement_title(score.record, report)} (predicted above, expert {hypnogram.name} below)")
+    return report
+
+
+def _print_agreements(reports: list[dict]) -> None:
+    if not reports:
+        return
+    for report in reports:
+        print(f"score: agreement {agreement_title(report['record'], report)}", file=sys.stderr)
+    if len(reports) > 1:
+        accuracy = [r["accuracy"] for r in reports if r["accuracy"] is not None]
+        kappa = [r["kappa"] for r in reports if r["kappa"] is not None]
+        mean = lambda v: f"{sum(v) / len(v):.3f}" if v else "–"  # noqa: E731
+        print(f"score: mean over {len(reports)} recordings: accuracy {mean(accuracy)}, Cohen's kappa {mean(kappa)}",
+              file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -148,6 +235,12 @@ def run(args: argparse.Namespace) -> int:
     if not inputs:
         print("score: nothing to score", file=sys.stderr)
         return 1
+    hypnograms, hypnogram_problems = match_hypnograms(inputs, args)
+    for problem in hypnogram_problems:
+        print(f"score: {problem}", file=sys.stderr)
+    if (args.hypnogram is not None and not hypnograms) or (args.hypnogram_dir and not args.hypnogram_dir.is_dir()):
+        return 1  # the comparison asked for cannot happen: stop before scoring
+    problems += hypnogram_problems
     try:
         scorer = (RemoteScorer(args.url, args.channel_map, args.timeout) if args.url
                   else LocalScorer(args.bundle, args.variant, args.channel_map))
@@ -156,13 +249,18 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(f"score: {len(inputs)} recording(s) with {scorer.describe()} -> {args.out}", file=sys.stderr)
     failed = 0
+    reports = []
     bar = tqdm(inputs, desc="score", unit="rec", disable=args.no_progress, file=sys.stderr)
     for path in bar:
         bar.set_postfix_str(path.name)
         try:
-            write_score(scorer(path), args.out, fmt=args.format, plot=args.plot)
+            score = scorer(path)
+            write_score(score, args.out, fmt=args.format, plot=args.plot)
+            if path in hypnograms:
+                reports.append(write_agreement(score, hypnograms[path], args.out, args))
         except Exception as error:  # noqa: BLE001 - one bad file must not stop the rest
             failed += 1
             tqdm.write(f"score: {path}: failed: {error}", file=sys.stderr)
     print(f"score: {len(inputs) - failed} of {len(inputs)} recording(s) scored into {args.out}", file=sys.stderr)
+    _print_agreements(reports)
     return 1 if failed or problems else 0

@@ -4,8 +4,8 @@ Accepted inputs:
   - a PhysioNet/CinC 2018 record: its folder (`<name>/<name>.hea`) or its `.hea` (signals in `.mat`
     or `.dat`; labels from `<name>-arousal.mat` or `<name>.arousal` next to it);
   - an EDF, EDF+ (C or D) or BDF file (`.edf`, `.bdf`, any case);
-  - for labels alone: `<name>-arousal.mat`, `<name>.arousal`, an EDF+ annotation (hypnogram) file,
-    or any of the above.
+  - for labels alone: `<name>-arousal.mat`, an expert hypnogram in any format `hypnogram.FORMATS`
+    lists (`.arousal`, `.st`, `.hyp`, EDF+ annotations, CSV/TXT, DREAMS), or any of the above.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from ..recording import Labels, Recording
 from .common import HeaderChannel, n_samples_of
 from .edf import EDF_SUFFIXES, read_edf, read_edf_labels
 from .errors import RecordError
+from .hypnogram import FORMATS as HYPNOGRAM_FORMATS
+from .hypnogram import TEXT_SUFFIXES, WFDB_SUFFIXES, Hypnogram, read_hypnogram
 from .physionet2018 import (
     find_records,
     read_age_sex,
-    read_arousal_annotations,
     read_arousal_mat,
     read_physionet2018,
     read_record_labels,
@@ -32,6 +33,9 @@ __all__ = [
     "n_samples_of",
     "read_recording",
     "read_labels",
+    "read_hypnogram",
+    "Hypnogram",
+    "HYPNOGRAM_FORMATS",
     "find_records",
     "read_age_sex",
     "is_label_file",
@@ -39,13 +43,17 @@ __all__ = [
 ]
 
 ACCEPTED_INPUTS = "a PhysioNet 2018 record folder or .hea file, or an .edf/.bdf file"
-ACCEPTED_LABEL_INPUTS = "a <name>-arousal.mat, a <name>.arousal, an EDF+ annotation file, or " + ACCEPTED_INPUTS
+ACCEPTED_LABEL_INPUTS = (
+    "a <name>-arousal.mat, a WFDB annotation file (.arousal, .st, .hyp), an EDF+ annotation file, a CSV/TXT or "
+    "DREAMS hypnogram, or " + ACCEPTED_INPUTS
+)
 
 
-def is_label_file(path: str | Path) -> bool:
-    """Whether `path` names a PhysioNet 2018 label file (`-arousal.mat` or `.arousal`)."""
+def is_label_file(path: str | Path, *, text: bool = False) -> bool:
+    """Whether `path` names a label file alone: `-arousal.mat` or a WFDB annotation file (`.arousal`, `.st`,
+    `.hyp`); with `text`, also a text hypnogram (`.csv`, `.tsv`, `.txt`). EDF+ hypnograms are EDF files."""
     name = Path(path).name.lower()
-    return name.endswith("-arousal.mat") or name.endswith(".arousal")
+    return name.endswith(("-arousal.mat", *WFDB_SUFFIXES, *(TEXT_SUFFIXES if text else ())))
 
 
 def _kind(path: Path) -> str:
@@ -95,13 +103,16 @@ def read_recording(
 
 
 def read_labels(path: str | Path) -> Labels:
-    """Labels from a label file alone (`-arousal.mat`, `.arousal`, EDF+ annotations) or a record."""
+    """Labels from a label file alone (`-arousal.mat`, a hypnogram in any `HYPNOGRAM_FORMATS`) or a record.
+
+    Hypnograms come back as `Hypnogram` (a `Labels` that also says how the file was read).
+    """
     path = Path(path)
     name = path.name.lower()
     if name.endswith("-arousal.mat"):
         return read_arousal_mat(path) if path.is_file() else _missing(path)
-    if name.endswith(".arousal"):
-        return read_arousal_annotations(path) if path.is_file() else _missing(path)
+    if is_label_file(path, text=True):
+        return read_hypnogram(path) if path.is_file() else _missing(path)
     try:
         kind = _kind(path)
     except RecordError as error:
