@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import machine, print_load  # noqa: E402
 
-from physioserve.agreement import stage_agreement_report  # noqa: E402
+from physioserve.agreement import stage_agreement_report, stage_codes  # noqa: E402
 from physioserve.bundle import resolve_bundle  # noqa: E402
 from physioserve.io import find_records, read_recording  # noqa: E402
 from physioserve.modalities import STAGE_NAMES  # noqa: E402
@@ -71,8 +71,7 @@ def ours(session, record: Path, modalities: tuple[str, ...]) -> tuple[np.ndarray
     """(predicted stage codes [n], true stage codes [n], -1 undefined) of our model on `modalities`."""
     recording = _recording(record, modalities)
     score = score_recording(recording, session)
-    pred = np.array([STAGE_NAMES.index(s) if s in STAGE_NAMES else -1 for s in score.column("stage")])
-    return pred, recording.window_labels()["stage"].astype(np.int64)
+    return stage_codes(score.column("stage")), recording.window_labels()["stage"].astype(np.int64)
 
 
 def _raw(recording, modalities: tuple[str, ...]):
@@ -132,8 +131,11 @@ def train_feature_baseline(records: list[Path], modalities: tuple[str, ...], cac
 
 
 def report(pred: np.ndarray, true: np.ndarray) -> dict:
-    n = min(len(pred), len(true))
-    return stage_agreement_report(pred[:n], true[:n])
+    """physioserve.agreement's report, with the stage changes per hour flattened for the tables."""
+    out = stage_agreement_report(np.asarray(pred, np.int64), np.asarray(true, np.int64))
+    out["stage_changes_per_h"] = out["stage_changes_per_hour"]["predicted"]
+    out["expert_stage_changes_per_h"] = out["stage_changes_per_hour"]["expert"]
+    return out
 
 
 def _mean(rows: list[dict], key: str) -> float | None:

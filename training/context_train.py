@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from physioserve.cache import WindowCache
-from physioserve.metrics import balanced_accuracy, cohen_kappa, confusion_matrix
-from physioserve.modalities import MODALITIES, STAGE_NAMES
+from physioserve.agreement import stage_agreement_report
+from physioserve.modalities import MODALITIES
 
 from .augment import AugmentConfig, augment_batch
 from .calibration import calibrate, plot_reliability
@@ -119,36 +119,17 @@ def _nights(items: list[dict], kinds: tuple[str, ...] | None = None) -> list[Nig
             for it in items if kinds is None or it["kind"] in kinds]
 
 
-def stage_changes_per_hour(stages: np.ndarray) -> float:
-    """Transitions between consecutive scored epochs per hour of scored epochs."""
-    s = stages[stages >= 0]
-    return float(np.count_nonzero(s[1:] != s[:-1]) / (len(s) * 30 / 3600)) if len(s) > 1 else 0.0
-
-
 def stage_metrics(pred_by_night: list[np.ndarray], items: list[dict]) -> dict:
-    """Pooled accuracy, kappa, balanced accuracy, per-stage recall and stage changes per hour (pred vs true)."""
-    ys, ps, changes_p, changes_t = [], [], [], []
-    for pred, it in zip(pred_by_night, items):
-        scorable = it["mask"].any(1)
-        y = np.where(scorable, it["stage"], -1)
-        keep = y >= 0
-        ys.append(y[keep])
-        ps.append(pred[keep])
-        changes_p.append(stage_changes_per_hour(np.where(keep, pred, -1)))
-        changes_t.append(stage_changes_per_hour(y))
-    y, p = np.concatenate(ys), np.concatenate(ps)
-    cm = confusion_matrix(y, p, len(STAGE_NAMES))
-    return {
-        "epochs": int(len(y)),
-        "accuracy": float((y == p).mean()),
-        "kappa": cohen_kappa(y, p, len(STAGE_NAMES)),
-        "balanced_accuracy": balanced_accuracy(y, p, len(STAGE_NAMES)),
-        "recall": {n: (float(cm[k, k] / cm[k].sum()) if cm[k].sum() else None) for k, n in enumerate(STAGE_NAMES)},
-        "confusion": cm.tolist(),
-        "per_night_kappa": [cohen_kappa(a, b, len(STAGE_NAMES)) for a, b in zip(ys, ps)],
-        "stage_changes_per_h": float(np.mean(changes_p)),
-        "true_stage_changes_per_h": float(np.mean(changes_t)),
-    }
+    """Pooled accuracy, kappa, balanced accuracy, per-stage recall and confusion over the nights' scorable,
+    labelled epochs (`physioserve.agreement`), per-night kappa, and the mean stage changes per hour."""
+    truth = [np.where(it["mask"].any(1), it["stage"], -1).astype(np.int64) for it in items]
+    preds = [np.where(it["mask"].any(1), p, -1).astype(np.int64) for p, it in zip(pred_by_night, items)]
+    pooled = stage_agreement_report(np.concatenate(preds), np.concatenate(truth))
+    nights = [stage_agreement_report(p, t) for p, t in zip(preds, truth)]
+    keys = ("epochs", "accuracy", "kappa", "balanced_accuracy", "recall", "confusion")
+    return {**{k: pooled[k] for k in keys}, "per_night_kappa": [n["kappa"] for n in nights],
+            "stage_changes_per_h": float(np.mean([n["stage_changes_per_hour"]["predicted"] for n in nights])),
+            "true_stage_changes_per_h": float(np.mean([n["stage_changes_per_hour"]["expert"] for n in nights]))}
 
 
 def _labelled_rows(items: list[dict], key: str, field: str) -> tuple[np.ndarray, np.ndarray]:
