@@ -8,7 +8,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from test_export_fixtures import tiny_pipeline, write_edf
+from context_fixtures import context_pipeline
+from test_export_fixtures import write_edf
 
 from physioserve.bundle import read_bundle
 from physioserve.io import read_recording
@@ -66,26 +67,7 @@ def test_context_beats_window_by_window_staging_on_persistent_stages(torch_one_t
 
 @pytest.fixture(scope="module")
 def context_bundle(tmp_path_factory):
-    """The tiny pipeline + an augmented fine-tune, `physioserve context` and `export --context`."""
-    from physioserve.cli import main
-
-    base = tmp_path_factory.getbasetemp()
-    paths = tiny_pipeline(base)
-    root = base / "context-pipeline"
-    ft, ctx, bundle = root / "ft", root / "ctx", root / "bundle"
-    if not (bundle / "bundle.json").exists():
-        commands = [
-            ["probe", "--checkpoint", paths["run"] / "encoder.pt", "--finetune", "--augment", "--augment-subsets", "0.5",
-             "--select", "sleep_stage", "--data", paths["cache"], "--out", ft, "--epochs", "1", "--batch-size", "8",
-             "--no-progress"],
-            ["context", "--probe", ft, "--data", paths["cache"], "--out", ctx, "--steps", "40", "--passes", "1",
-             "--no-progress"],
-            ["export", "--checkpoint", paths["run"] / "encoder.pt", "--probe", ft, "--context", ctx, "--out", bundle,
-             "--version", "0.0.2-test"],
-        ]
-        for command in commands:
-            assert main([str(c) for c in command]) == 0, f"physioserve {command[0]} failed"
-    return {"ft": ft, "ctx": ctx, "bundle": bundle, "cache": paths["cache"]}
+    return context_pipeline(tmp_path_factory.getbasetemp())
 
 
 def test_context_command_writes_calibration_and_metrics(context_bundle):

@@ -126,7 +126,9 @@ def continue_mae(weights: dict, signals: np.ndarray, mask: np.ndarray, args, wor
     optimizer = make_optimizer(model, args.lr, 0.05, (0.9, 0.95))
     pre, augment = PretrainConfig(), AugmentConfig()
     generator = torch.Generator().manual_seed(args.seed)
+    torch.manual_seed(args.seed)  # dropout draws from the global generator
     step = 0
+    work.mkdir(parents=True, exist_ok=True)
     checkpoint = work / "checkpoint.pt"
     if args.resume and checkpoint.exists():
         blob = load_checkpoint(checkpoint)
@@ -151,7 +153,7 @@ def continue_mae(weights: dict, signals: np.ndarray, mask: np.ndarray, args, wor
         step += 1
         losses.append(float(loss.detach()))
         bar.update(1)
-        if step % 50 == 0 or step == args.steps:
+        if step % 25 == 0 or step == args.steps:
             save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                          "rng": rng_state(generator)}, checkpoint)
     bar.close()
