@@ -8,7 +8,9 @@ Night summary (computed on the predicted stages; recording start stands in for l
 total recording time (TRT), total sleep time (TST = N1 + N2 + N3 + REM epochs), sleep onset
 latency (start -> first sleep epoch), wake after sleep onset, sleep efficiency (TST / TRT),
 minutes and percentages per stage, and the arousal index: arousal episodes (runs of consecutive
-arousal-positive sleep epochs) per hour of TST.
+arousal-positive sleep epochs) per hour of TST. Each epoch lists the modalities it used (a flat or
+saturated lead, or invalid samples, leave a modality out of that epoch), and the summary counts
+epochs per modality set and carries the reader's notes (channels left out and why).
 """
 
 from __future__ import annotations
@@ -28,14 +30,17 @@ import numpy as np
 from .cache import recording_to_windows
 from .metrics import cohen_kappa
 from .modalities import EPOCH_SECONDS, MODALITIES, STAGE_NAMES
+from .preprocessing import band_limit_hz
 from .recording import Recording
 
 SLEEP_STAGES = (1, 2, 3, 4)  # N1 N2 N3 REM
 UNSCORABLE = -1  # stage code of a window with no usable modality (every channel missing there)
 PROB_DECIMALS = 6
 STAGE_PROB_COLUMNS = tuple(f"p_{name}" for name in STAGE_NAMES)
-COLUMNS = ("epoch", "start_s", "stage", *STAGE_PROB_COLUMNS, "arousal", "p_arousal", "p_age_ge_55")
+MODALITIES_COLUMN = "modalities"  # the modalities an epoch used, e.g. 'eeg+eog+emg' ('' when unscorable)
+COLUMNS = ("epoch", "start_s", "stage", *STAGE_PROB_COLUMNS, "arousal", "p_arousal", "p_age_ge_55", MODALITIES_COLUMN)
 LABEL_COLUMN = "true_stage"
+MODALITY_SETS_KEY = "epochs_per_modality_set"  # summary: {'eeg+eog+emg': 5, 'eog+emg': 5, ...}
 
 
 @dataclass
@@ -71,11 +76,15 @@ def score_outputs(
     channels: dict[str, str] | None = None,
     true_stage: np.ndarray | None = None,
     model: dict | None = None,
+    notes: list[str] | None = None,
+    band_limited: dict[str, float] | None = None,
 ) -> NightScore:
     """Model probabilities of a night's windows -> NightScore.
 
-    `probs`: sleep_stage_probs [n, 5], age_probs [n, 2], arousal_probs [n, 2]; `mask` [n, 4];
-    `true_stage` [n] with -1 where undefined, or None when the recording has no labels.
+    `probs`: sleep_stage_probs [n, 5], age_probs [n, 2], arousal_probs [n, 2]; `mask` [n, 4] (the
+    modalities each window used: absent, or missing data there); `true_stage` [n] with -1 where
+    undefined, or None when the recording has no labels; `notes` and `band_limited` ({modality:
+    upper edge Hz} of inputs below 100 Hz) go to the summary as they are.
     """
     stage_p, age_p, arousal_p = probs["sleep_stage_probs"], probs["age_probs"], probs["arousal_probs"]
     n = len(stage_p)
@@ -85,11 +94,13 @@ def score_outputs(
     columns = list(COLUMNS) + ([LABEL_COLUMN] if true_stage is not None else [])
     stage_cols = [_round(stage_p[:, k]) for k in range(len(STAGE_NAMES))]
     p_arousal, p_age = _round(arousal_p[:, 1]), _round(age_p[:, 1])
+    used = modality_sets(mask)  # [n] 'eeg+eog' ...
     rows = []
     for i in range(n):
         row = {"epoch": i, "start_s": i * EPOCH_SECONDS, "stage": STAGE_NAMES[stage[i]] if scorable[i] else ""}
         row.update({col: stage_cols[k][i] for k, col in enumerate(STAGE_PROB_COLUMNS)})
-        row.update({"arousal": int(arousal[i]) if scorable[i] else None, "p_arousal": p_arousal[i], "p_age_ge_55": p_age[i]})
+        row.update({"arousal": int(arousal[i]) if scorable[i] else None, "p_arousal": p_arousal[i], "p_age_ge_55": p_age[i],
+                    MODALITIES_COLUMN: used[i]})
         if true_stage is not None:
             row[LABEL_COLUMN] = STAGE_NAMES[true_stage[i]] if true_stage[i] >= 0 else ""
         rows.append(row)
@@ -100,11 +111,19 @@ def score_outputs(
         "age_ge_55_probability": round(float(np.mean(age_p[scorable, 1])), PROB_DECIMALS) if scorable.any() else None,
         "unscorable_epochs": int(n - scorable.sum()),
         "modalities_used": present,
+        MODALITY_SETS_KEY: {key or "none": used.count(key) for key in sorted(set(used), key=lambda k: (-used.count(k), k))},
+        "band_limited_hz": dict(band_limited or {}),
         "channels": dict(channels or {}),
+        "notes": list(notes or []),
     })
     if model:
         summary["model"] = dict(model)
     return NightScore(record=record, columns=columns, rows=rows, summary=summary)
+
+
+def modality_sets(mask: np.ndarray) -> list[str]:
+    """Per window, the modalities it used joined by '+' in model order ('eeg+emg'); '' for none: [n]."""
+    return ["+".join(m for j, m in enumerate(MODALITIES) if row[j]) for row in np.asarray(mask, bool)]
 
 
 def _runs(flags: np.ndarray) -> int:
@@ -180,8 +199,10 @@ def score_recording(recording: Recording, session, *, model: dict | None = None)
 def score_windows_outputs(recording: Recording, probs: dict, mask: np.ndarray, *, model: dict | None = None) -> NightScore:
     """NightScore of a recording from its windows' model probabilities (used by the service too)."""
     true_stage = recording.window_labels()["stage"] if recording.labels is not None else None
+    band_limited = {m: edge for m, name in recording.modality_channels.items()
+                    if (edge := band_limit_hz(recording.channels[name].fs, m)) is not None}
     return score_outputs(recording.name, probs, mask, channels=recording.modality_channels,
-                         true_stage=true_stage, model=model)
+                         true_stage=true_stage, model=model, notes=recording.notes, band_limited=band_limited)
 
 
 # ---- writing --------------------------------------------------------------------------------------
@@ -367,14 +388,14 @@ def _unzip_record(path: Path, workdir: Path, max_unpacked_bytes: int) -> Path:
 
 def read_upload(
     path: str | Path, workdir: str | Path, *, max_unpacked_bytes: int, name: str | None = None,
-    channel_map: dict | None = None,
+    channel_map: dict | None = None, fill_gaps: bool = False,
 ) -> Recording:
     """An uploaded file -> Recording (raises UploadError for unreadable files)."""
     from .io import read_recording
 
     target = open_upload(path, workdir, max_unpacked_bytes=max_unpacked_bytes, name=name)
     try:
-        return read_recording(target, channel_map=channel_map or None)
+        return read_recording(target, channel_map=channel_map or None, fill_gaps=fill_gaps)
     except (ValueError, OSError, KeyError, IndexError, EOFError) as error:
         message = str(error).replace(f"{Path(workdir)}{os.sep}", "")  # no server paths in answers
         raise UploadError(f"cannot read it as a recording: {message}",

@@ -69,7 +69,7 @@ def test_vectorised_equals_window_by_window_bitwise():
 @pytest.mark.parametrize(
     "args, message",
     [
-        ((np.zeros(2700), 90, "eeg"), "below 100 Hz"),
+        ((np.zeros(1470), 49, "eeg"), "below 50 Hz"),
         ((np.zeros(5999), 200, "eeg"), "6000 samples"),
         ((np.zeros(6000), 200, "eegg"), "accepted: eeg, eog, emg, ecg"),
         ((np.r_[np.zeros(5999), np.nan], 200, "ecg"), "NaN or Inf"),

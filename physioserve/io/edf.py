@@ -10,8 +10,10 @@ at each epoch's midpoint (an annotation with a duration covers its span; one wit
 next stage annotation), and arousals (`Arousal`, `EEG arousal`, `arousal_*`, or `(name` ... `name)`
 pairs) -> arousal regions.
 
-EDF+D: data records with gaps between them are placed at their true times only when
-`fill_gaps=True` (the gaps become 0 µV); by default a gap is an error that says so.
+EDF+D: data records whose onsets are back to back within a tenth of a sample read as continuous;
+with real gaps between them they are placed at their true times only when `fill_gaps=True` (the
+gaps hold NaN: missing data, masked per window); by default a gap is an error that says so.
+A data-record duration of 0 is refused unless the file holds annotations only (EDF+ spec).
 """
 
 from __future__ import annotations
@@ -58,14 +60,19 @@ def read_edf(
 
     `load_signals=False` reads the header and annotations only (channels with empty data and a known
     length). Only the channels chosen for the four modalities are kept unless `all_channels`. An
-    annotation-only file (no signals) needs `require_modality_channel=False`.
+    annotation-only file (no signals) needs `require_modality_channel=False`. A channel whose
+    calibration cannot be computed from its header (physical or digital range degenerate or not a
+    number) is never read: it is left out of the modality map with a note (`Recording.notes`).
+    `fill_gaps`: EDF+D records are placed at their onsets and the gaps hold NaN (missing data).
     """
     path = Path(path)
     edf = _open(path)
-    onsets = _record_onsets(edf, path, fill_gaps=fill_gaps or not load_signals)  # None unless gaps
+    max_fs = max((float(s.sampling_frequency) for s in edf.signals), default=0.0)
+    onsets, gaps = _record_onsets(edf, path, max_fs, fill_gaps=fill_gaps or not load_signals)  # None unless gaps
     record_s = _span_s(edf, onsets)
 
     headers: dict[str, HeaderChannel] = {}
+    calibration: dict[str, str] = {}
     for signal in edf.signals:
         name = _unique(signal.label.strip(), headers)
         fs = float(signal.sampling_frequency)
@@ -73,26 +80,33 @@ def read_edf(
             n = int(signal.samples_per_data_record * edf.num_data_records)
         else:
             n = int(round(record_s * fs))
-        headers[name] = HeaderChannel(name, np.empty(0), fs, signal.physical_dimension.strip(), n)
-    modality_channels = choose_modalities(headers, channel_map, where=str(path))
+        problem = calibration_problem(signal, "BDF" if path.suffix.lower() == ".bdf" else "EDF")
+        limits = None if problem else (float(signal.physical_min), float(signal.physical_max))
+        headers[name] = HeaderChannel(name, np.empty(0), fs, signal.physical_dimension.strip(), limits, n_samples=n)
+        if problem is not None:
+            calibration[name] = problem
+    modality_channels, notes = choose_modalities(headers, channel_map, where=str(path), calibration=calibration)
     if require_modality_channel:
-        require_modality(modality_channels, headers, where=str(path))
+        require_modality(modality_channels, headers, where=str(path), notes=notes)
     chosen = set(modality_channels.values())
 
     channels: dict[str, Channel] = {}
     for signal, (name, head) in zip(edf.signals, headers.items()):
-        if not (all_channels or name in chosen):
+        if not (all_channels or name in chosen) or (load_signals and name in calibration):
             continue
         where = f"{path}: channel {name!r}"
         if load_signals:
             data = np.asarray(signal.data, np.float64)
             if onsets is not None:
-                data = _place_records(data, signal, onsets, edf.data_record_duration, head.n_samples)
-            data, unit = to_microvolts(data, head.unit, where=where, required=name in chosen)
-            channels[name] = Channel(name=name, data=data, fs=head.fs, unit=unit)
+                data = _place_records(data, signal, onsets, head.n_samples)
+            data, unit, limits = to_microvolts(data, head.unit, where=where, required=name in chosen, limits=head.limits)
+            channels[name] = Channel(name=name, data=data, fs=head.fs, unit=unit, limits=limits)
         else:
-            _, unit = to_microvolts(np.empty(0), head.unit, where=where, required=name in chosen)
-            channels[name] = HeaderChannel(name, np.empty(0), head.fs, unit, head.n_samples)
+            unit = head.unit if name in calibration else to_microvolts(np.empty(0), head.unit, where=where, required=False)[1]
+            channels[name] = HeaderChannel(name, np.empty(0), head.fs, unit, n_samples=head.n_samples)
+    if gaps:
+        notes.append(f"{len(gaps)} gap(s) between data records, {sum(d for _, d in gaps):g} s in all (first at "
+                     f"{gaps[0][0]:g} s for {gaps[0][1]:g} s); windows in a gap are missing data")
 
     return Recording(
         name=_record_name(path),
@@ -100,14 +114,43 @@ def read_edf(
         modality_channels=modality_channels,
         labels=labels_from_annotations(edf.annotations, record_s if edf.signals else None, source=str(path)),
         source=path,
+        notes=notes,
+        unusable={**calibration},
+        gaps_s=gaps,
     )
+
+
+def calibration_problem(signal: edfio.EdfSignal, kind: str = "EDF") -> str | None:
+    """Why a signal's physical values cannot be computed from its header, or None when they can.
+
+    Physical = physical_min + (digital - digital_min) * (physical_max - physical_min) / (digital_max -
+    digital_min) (EDF spec): both ranges must be numbers and neither may be empty.
+    """
+    values = {}
+    for field in ("physical_min", "physical_max", "digital_min", "digital_max"):
+        words = field.replace("_", " ").replace("min", "minimum").replace("max", "maximum")
+        try:
+            values[field] = float(getattr(signal, field))
+        except (ValueError, OverflowError):
+            raw = getattr(signal, f"_{field}", b"")
+            text = raw.decode("latin-1").strip() if isinstance(raw, bytes) else str(raw)
+            return f"{kind} header field '{words}' is {text!r}, not a number; no calibration can be computed"
+        if not np.isfinite(values[field]):
+            return f"{kind} header field '{words}' is {values[field]}; no calibration can be computed"
+    for kind_of in ("physical", "digital"):
+        low, high = values[f"{kind_of}_min"], values[f"{kind_of}_max"]
+        if low == high:
+            return (f"{kind} header fields '{kind_of} minimum' and '{kind_of} maximum' are both {low:g}; "
+                    "no calibration can be computed")
+    return None
 
 
 def read_edf_labels(path: str | Path) -> Labels:
     """Labels of an EDF+ file (a hypnogram / annotation-only file, or a recording with annotations)."""
     path = Path(path)
     edf = _open(path)
-    record_s = _span_s(edf, _record_onsets(edf, path, fill_gaps=True)) if edf.signals else None
+    max_fs = max((float(s.sampling_frequency) for s in edf.signals), default=0.0)
+    record_s = _span_s(edf, _record_onsets(edf, path, max_fs, fill_gaps=True)[0]) if edf.signals else None
     labels = labels_from_annotations(edf.annotations, record_s, source=str(path))
     if labels is None:
         texts = sorted({a.text for a in edf.annotations})[:8]
@@ -199,6 +242,7 @@ def _open(path: Path) -> edfio.Edf:
     if not path.is_file():
         raise RecordError(f"{path}: no such file")
     is_bdf = path.suffix.lower() == ".bdf"
+    _check_record_duration(path, "BDF" if is_bdf else "EDF")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -217,6 +261,29 @@ def _open(path: Path) -> edfio.Edf:
     return edf
 
 
+def _check_record_duration(path: Path, kind: str) -> None:
+    """Refuse a data-record duration of 0 when the file holds signals (EDF spec: annotation-only files only).
+
+    Header layout: 'duration of a data record' at bytes 244-252, the signal count at 252-256, then
+    16-byte labels; edfio cannot open such a file (it divides by the duration).
+    """
+    with path.open("rb") as f:
+        main = f.read(256)
+        try:
+            duration, ns = float(main[244:252].decode("latin-1")), int(main[252:256].decode("latin-1"))
+        except ValueError:
+            return  # edfio names the bad field
+        labels = [f.read(16).decode("latin-1").strip() for _ in range(max(ns, 0))]
+    signals = [label for label in labels if label not in ("EDF Annotations", "BDF Annotations")]
+    if duration == 0 and signals:
+        raise RecordError(
+            f"{path}: {kind} header field 'duration of a data record' is 0 s, but the file holds "
+            f"{len(signals)} signal(s) ({', '.join(signals[:4])}{', ...' if len(signals) > 4 else ''}); a duration "
+            "of 0 is only allowed in annotation-only files, so the sampling rates cannot be known. Re-export "
+            "the file with its true record duration"
+        )
+
+
 def _span_s(edf: edfio.Edf, onsets: np.ndarray | None) -> float:
     """Seconds from the recording start to the end of its last data record (gaps included)."""
     if onsets is None:
@@ -224,23 +291,38 @@ def _span_s(edf: edfio.Edf, onsets: np.ndarray | None) -> float:
     return float(onsets[-1] + edf.data_record_duration)
 
 
-def _record_onsets(edf: edfio.Edf, path: Path, *, fill_gaps: bool) -> np.ndarray | None:
-    """Start time (s) of each data record for an EDF+D file with gaps, else None (records back to back)."""
+def _record_onsets(
+    edf: edfio.Edf, path: Path, max_fs: float, *, fill_gaps: bool
+) -> tuple[np.ndarray | None, list[tuple[float, float]]]:
+    """(onset of each data record relative to the first, or None when back to back; gaps as (start, s)).
+
+    Onsets are compared with back-to-back times within a tenth of a sample at the fastest rate:
+    writers that accumulate floats print onsets such as +8192.202311999999 for 8192.202312.
+    """
     if edf.is_continuous:
-        return None
+        return None, []
     onsets = _timekeeping_onsets(path, edf.num_data_records)  # [n_records]
-    expected = onsets[0] + np.arange(len(onsets)) * edf.data_record_duration
-    if np.any(np.diff(onsets) < edf.data_record_duration - 1e-9):
-        raise RecordError(f"{path}: EDF+D data records overlap or are out of order; the file is corrupt")
-    gaps = onsets - expected
-    if not fill_gaps:
-        first = int(np.flatnonzero(gaps > 1e-9)[0])
+    onsets = onsets - onsets[0]
+    duration = edf.data_record_duration
+    tolerance = 0.1 / max_fs if max_fs > 0 else 1e-6
+    steps = np.diff(onsets)  # [n_records - 1]
+    if np.any(steps < duration - tolerance):
+        k = int(np.flatnonzero(steps < duration - tolerance)[0]) + 1
         raise RecordError(
-            f"{path}: EDF+D with gaps between data records (first at {expected[first]:g} s, "
-            f"{gaps[-1]:g} s missing in total); split the file at its gaps, or read it with "
-            "fill_gaps=True to fill them with 0 µV"
+            f"{path}: EDF+D data record {k} starts at {onsets[k]:g} s, before the previous one ends "
+            f"({onsets[k - 1] + duration:g} s): records overlap or are out of order; the file is corrupt, re-export it"
         )
-    return onsets - onsets[0]
+    at = np.flatnonzero(steps > duration + tolerance)
+    if not len(at):
+        return None, []  # EDF+D whose records are back to back (within float noise): continuous
+    gaps = [(float(onsets[k] + duration), float(steps[k] - duration)) for k in at]
+    if not fill_gaps:
+        raise RecordError(
+            f"{path}: EDF+D with {len(gaps)} gap(s) between data records (first at {gaps[0][0]:g} s for "
+            f"{gaps[0][1]:g} s, {sum(g for _, g in gaps):g} s missing in all); score it with the gaps as missing "
+            "data (physioserve score --fill-gaps, or fill_gaps=true in /score's form), or split the file at its gaps"
+        )
+    return onsets, gaps
 
 
 def _timekeeping_onsets(path: Path, n_records: int) -> np.ndarray:
@@ -264,10 +346,10 @@ def _timekeeping_onsets(path: Path, n_records: int) -> np.ndarray:
     return np.array(onsets)  # [n_records]
 
 
-def _place_records(data: np.ndarray, signal, onsets: np.ndarray, record_s: float, n_total: int) -> np.ndarray:
-    """Put each data record's samples at its true time; gaps stay 0: [n_total]."""
+def _place_records(data: np.ndarray, signal, onsets: np.ndarray, n_total: int) -> np.ndarray:
+    """Put each data record's samples at its true time; gaps hold NaN (missing data): [n_total]."""
     per = int(signal.samples_per_data_record)
-    out = np.zeros(n_total)
+    out = np.full(n_total, np.nan)
     for k, onset in enumerate(onsets):
         start = int(round(onset * signal.sampling_frequency))
         out[start : start + per] = data[k * per : (k + 1) * per]
