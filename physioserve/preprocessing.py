@@ -151,7 +151,7 @@ def window_length(fs: float) -> int:
     if not np.isfinite(fs) or fs < MIN_INPUT_FS:
         raise ValueError(f"sampling rate {fs} Hz is below {MIN_INPUT_FS} Hz; accepted: {SUPPORTED_RATES_NOTE}")
     n = EPOCH_SECONDS * fs
-    if abs(n - round(n)) > 1e-6:
+    if not np.isfinite(n) or abs(n - round(n)) > 1e-6:
         raise ValueError(f"sampling rate {fs} Hz gives {n} samples per 30 s window; accepted: {SUPPORTED_RATES_NOTE}")
     return int(round(n))
 

@@ -25,7 +25,10 @@ import numpy as np
 import pytest
 from test_export_fixtures import tiny_pipeline, write_edf, write_wfdb
 
+from physioserve.api_models import Window
+from physioserve.api_requests import BadInput, windows_to_arrays
 from physioserve.preprocessing import preprocess
+from physioserve.request_guard import RequestGuard, Route
 from physioserve.runtime import InferenceSession
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,10 +62,9 @@ def window(fs: float = 200, **modalities) -> dict:
 # ---- in process ------------------------------------------------------------------------------------
 
 
-def test_service_preprocessing_is_the_shared_function_bit_for_bit(service):
-    windows = [service.Window(**window(200, eeg=1, ecg=1)), service.Window(**window(256, eog=1)),
-               service.Window(**window(200, eeg=1, ecg=1))]
-    signals, mask = service.windows_to_arrays(windows)
+def test_service_preprocessing_is_the_shared_function_bit_for_bit():
+    windows = [Window(**window(200, eeg=1, ecg=1)), Window(**window(256, eog=1)), Window(**window(200, eeg=1, ecg=1))]
+    signals, mask = windows_to_arrays(windows, 128)
     assert mask.tolist() == [[True, False, False, True], [False, True, False, False], [True, False, False, True]]
     assert np.array_equal(signals[1, 1], preprocess(np.asarray(windows[1].eog), 256, "eog"))
     assert np.array_equal(signals[2, 0], preprocess(np.asarray(windows[2].eeg), 200, "eeg"))
@@ -74,40 +76,67 @@ def test_service_preprocessing_is_the_shared_function_bit_for_bit(service):
     ([], "windows", "empty list"),
     ([{"fs": 100, "eeg": [0.0] * 3000}] * 129, "windows", "over the limit of 128"),
     ([{"fs": 200, "eeg": [0.0] * 5999}], "windows[0].eeg", "5999 samples, but a 30 s window at 200 Hz has 6000"),
-    ([{"fs": 99, "eeg": [0.0] * 2970}], "windows[0].fs", "below 100 Hz"),
+    ([{"fs": 49, "eeg": [0.0] * 1470}], "windows[0].fs", "below 50 Hz"),
     ([{"fs": 100.01, "eeg": [0.0] * 3000}], "windows[0].fs", "whole number"),
     ([{"fs": 100, "eeg": [0.0] * 2999 + [float("nan")]}], "windows[0].eeg", "sample 2999 is nan"),
     ([{"fs": 100, "ecg": [float("inf")] + [0.0] * 2999}], "windows[0].ecg", "sample 0 is inf"),
     ([{"fs": 100}], "windows[0]", "no modality present"),
     ([{"fs": 100, "eeg": [0.0] * 3000}, {"fs": 100, "resp": [0.0] * 3000}], "windows[1].resp", "unknown modality"),
+    ([{"fs": 100, "eeg": [1e9] * 3000}], "windows[0].eeg", "beyond +-1e+07"),
+    ([{"fs": 100, "eeg": [3.0] * 3000, "emg": [0.0] * 3000}], "windows[0]", "every modality of this window is flat"),
+    ([{"fs": 1e308, "eeg": [0.0] * 3}], "windows[0].fs", "inf samples"),
 ])
-def test_bad_windows_name_the_field_and_the_fix(service, payload, field, text):
-    with pytest.raises(service.BadInput) as caught:
-        service.windows_to_arrays([service.Window(**w) for w in payload])
+def test_bad_windows_name_the_field_and_the_fix(payload, field, text):
+    with pytest.raises(BadInput) as caught:
+        windows_to_arrays([Window(**w) for w in payload], 128)
     assert caught.value.field == field and text in str(caught.value) and caught.value.fix in str(caught.value)
     assert caught.value.status == 400
 
 
-def test_body_limit_middleware(service):
+def test_flat_modality_of_a_window_is_masked_there():
+    rng = np.random.default_rng(0)
+    flat = Window(fs=100, eeg=rng.normal(0, 30, 3000).tolist(), emg=[4.0] * 3000)
+    signals, mask = windows_to_arrays([flat, Window(fs=100, emg=rng.normal(0, 5, 3000).tolist())], 8)
+    assert mask.tolist() == [[True, False, False, False], [False, False, True, False]]
+    assert not signals[0, 2].any()
+
+
+def test_request_guard_limits_media_types_and_forms():
+    """The guard on a plain Starlette app: sizes, media types, form structure, BentoML-style answers rewritten."""
     from starlette.applications import Starlette
-    from starlette.responses import PlainTextResponse
-    from starlette.routing import Route
+    from starlette.responses import JSONResponse, PlainTextResponse
+    from starlette.routing import Route as StarletteRoute
     from starlette.testclient import TestClient
 
     async def echo(request):
         return PlainTextResponse(str(len(await request.body())))
 
-    app = service.BodyLimit(Starlette(routes=[Route("/score", echo, methods=["POST"]), Route("/x", echo, methods=["POST"])]),
-                            limits={"/score": 100}, default=10)
+    async def pydantic_like(request):
+        return JSONResponse({"error": "1 validation error", "detail": [{"type": "float_parsing", "loc": ["windows", 0, "fs"],
+                                                                          "msg": "Input should be a valid number"}]}, 400)
+
+    routes = {"/score": Route("/score", 300, ("file", "name"), frozenset({"file"}), frozenset({"file"})),
+              "/x": Route("/x", 10, ("windows",), frozenset(), frozenset()),
+              "/v": Route("/v", 100, ("windows",), frozenset(), frozenset())}
+    app = RequestGuard(Starlette(routes=[StarletteRoute(p, echo if p != "/v" else pydantic_like, methods=["POST"])
+                                         for p in routes]), routes)
     client = TestClient(app)
     assert client.post("/x", content=b"a" * 10).text == "10"
     refused = client.post("/x", content=b"a" * 11)
     assert refused.status_code == 413 and refused.json()["field"] == "body"
-    assert client.post("/score", content=b"a" * 100).text == "100"
-    assert client.post("/score", content=b"a" * 101).json()["field"] == "file"
-    chunked = client.post("/x", content=iter([b"a" * 6, b"a" * 6]))  # no content-length
-    assert chunked.status_code == 413
+    assert client.post("/x", content=iter([b"a" * 6, b"a" * 6])).status_code == 413  # chunked, counted
     assert client.post("/x", content=iter([b"a" * 4, b"a" * 4])).text == "8"
+    assert client.post("/x", content=b"{}", headers={"content-type": "text/plain"}).status_code == 415
+    rewritten = client.post("/v", json={}).json()
+    assert rewritten["field"] == "windows[0].fs" and "valid number" in rewritten["error"] and rewritten["fix"]
+    form = client.post("/score", files={"file": ("n.edf", b"x" * 100)}, data={"name": "n"})
+    assert form.status_code == 200 and int(form.text) > 100  # the whole form replayed to the app
+    assert client.post("/score", files={"file": ("n.edf", b"x" * 400)}).json()["field"] == "file"  # 413
+    assert client.post("/score", files={"upload": ("n.edf", b"x")}).json()["field"] == "upload"
+    assert client.post("/score", files={"file": (None, "text")}).json()["error"].startswith("file: a plain text value")
+    assert client.post("/score", files={"file": ("n.edf", b"x"), "name": ("n.txt", b"n")}).json()["field"] == "name"
+    assert client.post("/score", content=b"--b\r\n", headers={"content-type": "multipart/form-data"}).json()["field"] \
+        == "Content-Type"
 
 
 def test_the_asgi_app_in_process(service, pipeline):
@@ -219,7 +248,7 @@ def test_predict_with_curl_matches_the_runtime(server, pipeline, service, tmp_pa
     assert data["model"]["version"] == "0.0.1-test"
     predictions = data["predictions"]
     assert [p["modalities"] for p in predictions] == [["eeg", "ecg"], ["eog", "emg"], ["eeg", "eog", "emg", "ecg"]]
-    signals, mask = service.windows_to_arrays([service.Window(**w) for w in windows])
+    signals, mask = windows_to_arrays([Window(**w) for w in windows], 128)
     local = InferenceSession(pipeline["bundle"]).predict(signals, mask)
     for i, p in enumerate(predictions):
         probs = [p["sleep_stage"]["probabilities"][n] for n in ("W", "N1", "N2", "N3", "REM")]
@@ -296,25 +325,24 @@ def test_every_bad_input_gets_a_4xx_and_the_server_stays_up(server, tmp_path):
     edf = write_edf(tmp_path / "n.edf", minutes=2).read_bytes()
     predict_cases = {
         "wrong length": ({"windows": [{"fs": 200, "eeg": [0.0] * 3000}]}, 400, "windows[0].eeg"),
-        "rate below 100": ({"windows": [{"fs": 50, "eeg": [0.0] * 1500}]}, 400, "windows[0].fs"),
+        "rate below 50": ({"windows": [{"fs": 40, "eeg": [0.0] * 1200}]}, 400, "windows[0].fs"),
+        "flat window": ({"windows": [{"fs": 50, "eeg": [0.0] * 1500}]}, 400, "windows[0]"),
         "NaN": ('{"windows": [{"fs": 100, "eeg": [NaN' + ", 0.0" * 2999 + "]}]}", 400, "windows[0].eeg"),
         "Infinity": ('{"windows": [{"fs": 100, "emg": [Infinity' + ", 0.0" * 2999 + "]}]}", 400, "windows[0].emg"),
         "no modality": ({"windows": [{"fs": 100}]}, 400, "windows[0]"),
         "unknown modality": ({"windows": [{"fs": 100, "eeg": [0.0] * 3000, "spo2": [0.0] * 3000}]}, 400, "windows[0].spo2"),
         "too many windows": ({"windows": [{"fs": 100, "eeg": [0.0] * 3000}] * 17}, 400, "windows"),
         "body too large": ({"windows": [{"fs": 1000, "eeg": [0.123456789] * 30000}] * 8}, 413, "body"),
-        "not JSON": ("{windows: ", 400, None),
-        "wrong type": ({"windows": [{"fs": "fast", "eeg": [0.0] * 3000}]}, 400, None),
+        "not JSON": ("{windows: ", 400, "body"),
+        "wrong type": ({"windows": [{"fs": "fast", "eeg": [0.0] * 3000}]}, 400, "windows[0].fs"),
+        "not an object": ("[1, 2]", 400, "body"),
     }
     for name, (payload, status, field) in predict_cases.items():
         data = payload if isinstance(payload, str) else json.dumps(payload)
         response = requests.post(f"{server}/predict", data=data, headers={"Content-Type": "application/json"}, timeout=60)
         assert response.status_code == status, (name, response.text[:300])
         body = response.json()
-        if field is not None:
-            assert body["field"] == field and field in body["error"] and body["fix"], name
-        else:  # BentoML's own validation answer names the field in `detail`
-            assert "error" in body, name
+        assert body["field"] == field and field in body["error"] and body["fix"], name
         assert alive(server), name
     score_cases = {
         "unreadable file": (("x.edf", b"this is not a recording"), 400, "first bytes"),
@@ -336,7 +364,8 @@ def test_every_bad_input_gets_a_4xx_and_the_server_stays_up(server, tmp_path):
     assert response.status_code == 400 and response.json()["field"] == "channel_map"
     response = requests.post(f"{server}/score", files={"file": ("n.edf", edf)}, data={"channel_map": "eeg=NOPE"})
     assert response.status_code == 400 and "NOPE" in response.json()["error"]
-    assert requests.post(f"{server}/score", data={"name": "x"}).status_code == 400  # no file at all
+    assert requests.post(f"{server}/score", data={"name": "x"}).status_code == 415  # a form without any file
+    assert requests.post(f"{server}/score", files={"name": (None, "x")}).json()["field"] == "file"
     assert requests.post(f"{server}/predict", json=ok).status_code == 200  # still serving
 
 

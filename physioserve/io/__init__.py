@@ -60,6 +60,10 @@ def _kind(path: Path) -> str:
         raise RecordError(f"{path}: is a label file; read it with read_labels, or give the record ({ACCEPTED_INPUTS})")
     if path.suffix.lower() in (".mat", ".dat"):
         raise RecordError(f"{path}: is a WFDB signal file; give the .hea next to it (or its folder)")
+    if path.suffix.lower() in (".atr", ".ann", ".qrs", ".ecg"):
+        raise RecordError(f"{path}: is a WFDB annotation file (beats or events, no signals); give the record's .hea")
+    if path.suffix.lower() in (".gz", ".bz2", ".xz", ".zip", ".7z"):
+        raise RecordError(f"{path}: is compressed; unpack it first (e.g. gunzip), then give the .edf/.bdf or the .hea")
     raise RecordError(f"{path}: unknown file type {path.suffix or '(no extension)'!r}; give {ACCEPTED_INPUTS}")
 
 
