@@ -289,15 +289,25 @@ class UploadError(ValueError):
         self.problem, self.fix = problem, fix
 
 
+def _named_files(text: str) -> list[str]:
+    """Files a WFDB header names: signal files, or segment headers (`<segment>.hea`) of a multi-segment record."""
+    lines = [line.split("#", 1)[0].split() for line in text.splitlines()]
+    lines = [parts for parts in lines if parts]
+    if not lines:
+        return []
+    segmented = "/" in lines[0][0]
+    return [f"{parts[0]}.hea" if segmented else parts[0] for parts in lines[1:] if parts[0] != "~"]
+
+
 def record_files(header: Path) -> list[Path]:
-    """A WFDB record's files: the .hea, the signal files it names, and label files with its name."""
+    """A WFDB record's files: the .hea, the signal files it names (segments too), and label files with its name."""
     header = Path(header)
     stem = header.stem
     files = {header}
-    for line in header.read_text(errors="replace").splitlines()[1:]:
-        parts = line.split()
-        if parts and not line.startswith("#") and (header.parent / parts[0]).is_file():
-            files.add(header.parent / parts[0])
+    for name in _named_files(header.read_text(errors="replace")):
+        path = header.parent / name
+        if path.is_file() and path not in files:
+            files.update(record_files(path) if path.suffix == ".hea" else [path])
     for extra in header.parent.iterdir():
         if extra.is_file() and extra.name.startswith(stem) and extra.name[len(stem) : len(stem) + 1] in (".", "-"):
             files.add(extra)
@@ -366,10 +376,16 @@ def _unzip_record(path: Path, workdir: Path, max_unpacked_bytes: int) -> Path:
         if symlinks:
             raise UploadError(f"zip entry {symlinks[0]!r} is a symbolic link", "zip the files themselves")
         headers = [i.filename for i in infos if i.filename.lower().endswith(".hea")]
+        texts = {h: archive.read(h)[:1 << 16].decode("latin-1") for h in headers}
+        masters = [h for h in headers if (_named_files(texts[h]) or [""])[0].endswith(".hea")]  # multi-segment
+        named = {f for h in headers for f in _named_files(texts[h])}
+        if len(masters) == 1 and set(headers) - {masters[0]} <= named:
+            headers = masters  # a multi-segment record: its header first, its segments among the named files
         if len(headers) != 1:
             raise UploadError(f"zip holds {len(headers)} .hea files", "zip exactly one WFDB record (one .hea and its files)")
         stem = headers[0][:-4]
-        others = [i.filename for i in infos if not (i.filename.startswith(stem) and i.filename[len(stem) : len(stem) + 1] in (".", "-"))]
+        others = [i.filename for i in infos if i.filename not in named
+                  and not (i.filename.startswith(stem) and i.filename[len(stem) : len(stem) + 1] in (".", "-"))]
         if others:
             raise UploadError(f"zip entry {others[0]!r} is not a file of record {stem!r}",
                               f"zip only {stem}.hea and {stem}.* / {stem}-* files")

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_export_fixtures import tiny_pipeline, write_edf, write_wfdb
+from test_field_cases import REFUSED, SCORED, field, subsecond  # noqa: F401 - fixtures
 
 from physioserve.api_models import Window
 from physioserve.api_requests import BadInput, windows_to_arrays
@@ -33,7 +34,7 @@ from physioserve.runtime import InferenceSession
 
 REPO = Path(__file__).resolve().parents[1]
 RNG = np.random.default_rng(5)
-LIMITS = {"PHYSIOSERVE_MAX_WINDOWS": "16", "PHYSIOSERVE_MAX_BODY_MB": "2", "PHYSIOSERVE_MAX_UPLOAD_MB": "3"}
+LIMITS = {"PHYSIOSERVE_MAX_WINDOWS": "16", "PHYSIOSERVE_MAX_BODY_MB": "2", "PHYSIOSERVE_MAX_UPLOAD_MB": "9"}
 
 
 @pytest.fixture(scope="session")
@@ -115,7 +116,7 @@ def test_request_guard_limits_media_types_and_forms():
         return JSONResponse({"error": "1 validation error", "detail": [{"type": "float_parsing", "loc": ["windows", 0, "fs"],
                                                                           "msg": "Input should be a valid number"}]}, 400)
 
-    routes = {"/score": Route("/score", 300, ("file", "name"), frozenset({"file"}), frozenset({"file"})),
+    routes = {"/score": Route("/score", 600, ("file", "name"), frozenset({"file"}), frozenset({"file"})),
               "/x": Route("/x", 10, ("windows",), frozenset(), frozenset()),
               "/v": Route("/v", 100, ("windows",), frozenset(), frozenset())}
     app = RequestGuard(Starlette(routes=[StarletteRoute(p, echo if p != "/v" else pydantic_like, methods=["POST"])
@@ -131,7 +132,7 @@ def test_request_guard_limits_media_types_and_forms():
     assert rewritten["field"] == "windows[0].fs" and "valid number" in rewritten["error"] and rewritten["fix"]
     form = client.post("/score", files={"file": ("n.edf", b"x" * 100)}, data={"name": "n"})
     assert form.status_code == 200 and int(form.text) > 100  # the whole form replayed to the app
-    assert client.post("/score", files={"file": ("n.edf", b"x" * 400)}).json()["field"] == "file"  # 413
+    assert client.post("/score", files={"file": ("n.edf", b"x" * 800)}).json()["field"] == "file"  # 413
     assert client.post("/score", files={"upload": ("n.edf", b"x")}).json()["field"] == "upload"
     assert client.post("/score", files={"file": (None, "text")}).json()["error"].startswith("file: a plain text value")
     assert client.post("/score", files={"file": ("n.edf", b"x"), "name": ("n.txt", b"n")}).json()["field"] == "name"
@@ -225,7 +226,7 @@ def test_health_readiness_metrics_metadata(server):
     assert meta["name"] == "physioserve" and meta["version"] == "0.0.1-test"
     assert meta["card_summary"].startswith("Multimodal sleep model")
     assert meta["class_names"]["sleep_stage"] == ["W", "N1", "N2", "N3", "REM"]
-    assert meta["limits"]["max_windows_per_request"] == 16 and meta["limits"]["max_upload_bytes"] == 3 << 20
+    assert meta["limits"]["max_windows_per_request"] == 16 and meta["limits"]["max_upload_bytes"] == 9 << 20
     assert meta["runtime"]["providers"] == ["CPUExecutionProvider"] and meta["export"]["parity"]["passed"]
     requests.post(f"{server}/predict", json={"windows": [window(100)]})
     metrics = requests.get(f"{server}/metrics").text
@@ -351,7 +352,7 @@ def test_every_bad_input_gets_a_4xx_and_the_server_stays_up(server, tmp_path):
         "foreign file in zip": (("r.zip", _zip({"rec01.hea": hea, "rec01.dat": dat, "run.sh": b"#!"})), 400, "not a file of record"),
         "two records": (("r.zip", _zip({"rec01.hea": hea, "rec01.dat": dat, "rec02.hea": hea})), 400, "2 .hea files"),
         "missing signal file": (("r.zip", _zip({"rec01.hea": hea})), 400, "cannot read it as a recording"),
-        "upload too large": (("big.edf", b"0       " + b"\0" * (3 << 20)), 413, "byte limit"),
+        "upload too large": (("big.edf", b"0       " + b"\0" * (9 << 20)), 413, "byte limit"),
     }
     for name, (file, status, text) in score_cases.items():
         response = requests.post(f"{server}/score", files={"file": file}, timeout=60)
@@ -367,6 +368,121 @@ def test_every_bad_input_gets_a_4xx_and_the_server_stays_up(server, tmp_path):
     assert requests.post(f"{server}/score", data={"name": "x"}).status_code == 415  # a form without any file
     assert requests.post(f"{server}/score", files={"name": (None, "x")}).json()["field"] == "file"
     assert requests.post(f"{server}/predict", json=ok).status_code == 200  # still serving
+
+
+@pytest.mark.server
+def test_malformed_requests_of_real_clients_get_4xx(server, tmp_path):
+    """The four request kinds of the field-cases README: each a 4xx with error, field and fix; never 500."""
+    import requests
+
+    edf = write_edf(tmp_path / "n.edf", minutes=1).read_bytes()
+    form = b"--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"n.edf\"\r\n\r\n" + edf + b"\r\n--x--\r\n"
+    cases = {
+        "multipart without a boundary": (dict(data=form, headers={"Content-Type": "multipart/form-data"}), 400, "Content-Type"),
+        "file under another field name": (dict(files={"upload": ("n.edf", edf)}), 400, "upload"),
+        "plain text where the file goes": (dict(files={"file": (None, "night.edf")}), 400, "file"),
+        "form data to /predict": (dict(files={"windows": ("w.json", b"[]")}), 415, "Content-Type"),
+        "truncated form": (dict(data=form[:-20], headers={"Content-Type": "multipart/form-data; boundary=x"}), 400, "body"),
+        "JSON to /score": (dict(json={"file": "/etc/passwd"}), 415, "Content-Type"),
+    }
+    for name, (request, status, field) in cases.items():
+        route = "/predict" if "predict" in name else "/score"
+        response = requests.post(f"{server}{route}", timeout=60, **request)
+        assert response.status_code == status, (name, response.text[:300])
+        body = response.json()
+        assert body["field"] == field and body["error"].startswith(f"{field}: ") and body["fix"], (name, body)
+        assert alive(server), name
+    assert requests.post(f"{server}/score", data=form, headers={"Content-Type": "multipart/form-data; boundary=x"},
+                         timeout=60).status_code == 200  # the same form, well formed, is scored
+
+
+@pytest.mark.server
+def test_internal_infer_route_is_validated_and_size_limited(server):
+    """/infer stays reachable (a remote replica's self-client uses it) but takes only what /predict sends."""
+    import requests
+
+    from physioserve.runtime import pack_windows, unpack_outputs
+
+    signals = np.zeros((1, 4, 3000), np.float32)
+    signals[0, 0] = RNG.normal(0, 1, 3000)
+    mask = np.array([[True, False, False, False]])
+    packed = pack_windows(signals, mask)
+    ok = requests.post(f"{server}/infer", json={"windows": packed}, timeout=60)
+    assert ok.status_code == 200 and unpack_outputs(ok.json(), 32)["embedding"].shape == (1, 32)
+    unknown = requests.post(f"{server}/infer", json={"windows": ["ref:" + "0" * 32]}, timeout=60)
+    assert unknown.status_code == 200 and unknown.json() == [""]  # a key that is not parked here: no result
+    for payload, field in [({"windows": ["not a window"]}, "windows[0]"), ({"windows": packed * 17}, "windows"),
+                           ({"windows": "x"}, "windows"), ({}, "windows")]:
+        response = requests.post(f"{server}/infer", json=payload, timeout=60)
+        assert response.status_code == 400 and response.json()["field"] == field, (payload if len(str(payload)) < 99 else field)
+    big = requests.post(f"{server}/infer", data=b'{"windows": ["' + b"A" * (3 << 20) + b'"]}',
+                        headers={"Content-Type": "application/json"}, timeout=60)
+    assert big.status_code == 413 and big.json()["field"] == "body"
+    assert alive(server)
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("name", list(SCORED) + list(REFUSED))
+def test_score_field_cases_through_the_service(server, shared_data, name):
+    import requests
+
+    from physioserve.scoring import upload_payload
+
+    filename, payload = upload_payload(shared_data / "field-cases" / name)
+    response = requests.post(f"{server}/score", files={"file": (filename, payload)}, timeout=120)
+    if name in REFUSED:
+        assert response.status_code == 400 and REFUSED[name] in response.json()["error"]
+        assert response.json()["field"] == "file" and "/work" not in response.json()["error"]
+        return
+    assert response.status_code == 200, response.text[:300]
+    data = response.json()
+    _, used, note = SCORED[name]
+    assert data["record"] == Path(name).stem and len(data["epochs"]) == 10
+    assert [e["modalities"] for e in data["epochs"]] == used
+    assert data["summary"]["epochs_per_modality_set"] == {s: used.count(s) for s in set(used)}
+    assert (note is None and data["summary"]["notes"] == []) or any(note in n for n in data["summary"]["notes"])
+
+
+@pytest.mark.server
+def test_score_flat_eeg_epochs_equal_the_file_without_eeg(server, shared_data):
+    import requests
+
+    scored = {}
+    for name in ("20a_eeg_flat_second_half.edf", "20b_no_eeg_control.edf"):
+        path = shared_data / "field-cases" / name
+        scored[name] = requests.post(f"{server}/score", files={"file": (name, path.read_bytes())}, timeout=120).json()
+    flat, control = (scored[n]["epochs"] for n in scored)
+    keys = [k for k in flat[0] if k.startswith("p_")]
+    assert [[e[k] for k in keys] for e in flat[5:]] == [[e[k] for k in keys] for e in control[5:]]
+    assert [e["modalities"] for e in flat] == ["eeg+eog+emg"] * 5 + ["eog+emg"] * 5
+
+
+@pytest.mark.server
+def test_score_subsecond_edf_through_the_service(server, subsecond):
+    import requests
+
+    response = requests.post(f"{server}/score", files={"file": ("subsecond.edf", subsecond.read_bytes())}, timeout=300)
+    assert response.status_code == 200, response.text[:300]
+    data = response.json()
+    assert len(data["epochs"]) == 300 and [e["true_stage"] for e in data["epochs"][:5]] == ["W", "N1", "N2", "N3", "REM"]
+    assert data["summary"]["reference"]["labelled_epochs"] == 300
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_schemathesis_finds_no_server_error(server, tmp_path):
+    """Property-based fuzzing of the live OpenAPI schema (positive and negative data): no 5xx, still ready."""
+    import requests
+
+    if shutil.which("schemathesis") is None and not (Path(sys.executable).parent / "schemathesis").exists():
+        pytest.skip("schemathesis is not installed (pip install -e '.[dev]')")
+    cli = shutil.which("schemathesis") or str(Path(sys.executable).parent / "schemathesis")
+    run = subprocess.run([cli, "run", f"{server}/docs.json", "--checks", "not_a_server_error", "--max-examples", "25",
+                          "--seed", "7", "--request-timeout", "60", "--phases", "examples,coverage,fuzzing",
+                          "--mode", "all"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert "generated" in run.stdout and " passed" in run.stdout
+    assert requests.get(f"{server}/readyz", timeout=10).status_code == 200
 
 
 @pytest.mark.server

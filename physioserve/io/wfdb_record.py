@@ -75,18 +75,23 @@ def _calibration(line: str) -> tuple[str, str | None]:
 
 def read_header(header: Path) -> tuple[wfdb.Record | wfdb.MultiRecord, list[SignalSpec]]:
     """The wfdb header object and one `SignalSpec` per signal (segments merged for multi-segment records)."""
+    for line in _signal_lines(header_text(header)):  # signal files, or segment names: next to the header
+        name = line.split()[0]
+        if name != "~" and (Path(name).name != name or name in (".", "..")):
+            raise RecordError(f"{header}: {name!r} is not a plain file name; a WFDB record's files lie next to "
+                              "its header")
     try:
         rec = wfdb.rdheader(str(header.with_suffix("")), rd_segments=True)
     except Exception as error:  # wfdb raises bare Exceptions, ValueErrors and IndexErrors on bad headers
         raise RecordError(f"{header}: not a readable WFDB header ({type(error).__name__}: {error})") from None
     if isinstance(rec, wfdb.MultiRecord):
         return rec, _multi_segment_specs(header, rec)
-    if rec.n_sig and len(rec.sig_name) != rec.n_sig:
+    if rec.n_sig and len(rec.sig_name or []) != rec.n_sig:
         raise RecordError(f"{header}: the record line says {rec.n_sig} signals, the header describes {len(rec.sig_name)}")
     lines = _signal_lines(header_text(header))
     frames = record_frames(header, rec)
     specs = []
-    for i, name in enumerate(rec.sig_name or []):
+    for i, name in enumerate(signal_names(rec)):
         unit, problem = _calibration(lines[i])
         per_frame = int(rec.samps_per_frame[i] or 1)
         specs.append(SignalSpec(name, float(rec.fs) * per_frame, frames * per_frame, unit, problem,
@@ -104,6 +109,11 @@ def _limits(rec: wfdb.Record, i: int) -> tuple[float, float] | None:
     low, high = zero - 2 ** (bits - 1), zero + 2 ** (bits - 1) - 1
     baseline = int(rec.baseline[i] or 0) if rec.baseline else 0
     return tuple(sorted(((low - baseline) / rec.adc_gain[i], (high - baseline) / rec.adc_gain[i])))
+
+
+def signal_names(rec: wfdb.Record) -> list[str]:
+    """Signal names of a single-segment record; 'signal <i>' where the header gives no description."""
+    return [name if name is not None else f"signal {i}" for i, name in enumerate(rec.sig_name or [None] * rec.n_sig)]
 
 
 def _multi_segment_specs(header: Path, rec: wfdb.MultiRecord) -> list[SignalSpec]:
@@ -197,7 +207,8 @@ def read_signals(header: Path, rec: wfdb.Record | wfdb.MultiRecord, names: list[
             order = _multi_segment_names(rec)
             out = wfdb.rdrecord(base, m2s=True, physical=True, channels=[order.index(n) for n in names])
             return {n: np.asarray(out.p_signal[:, j], np.float64) for j, n in enumerate(names)}  # [n_samples]
-        out = wfdb.rdrecord(base, physical=True, smooth_frames=False, channels=[rec.sig_name.index(n) for n in names])
+        order = signal_names(rec)
+        out = wfdb.rdrecord(base, physical=True, smooth_frames=False, channels=[order.index(n) for n in names])
     except RecordError:
         raise
     except Exception as error:
