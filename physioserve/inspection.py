@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", metavar="PATH", help="record folder or .hea, .edf/.bdf, -arousal.mat or .arousal")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument(
-        "--channel-map", default=None, metavar="MAP", help="override the alias table, e.g. eeg=C4-A1,eog=EOG(L)"
+        "--channel-map", default=None, metavar="MAP", help="override the channel patterns, e.g. eeg=C4-A1,eog=EOG(L)"
     )
 
 

@@ -79,7 +79,7 @@ def read_recording(
 ) -> Recording:
     """Read one recording: signals in µV (voltage channels), the modality map, labels, age/sex.
 
-    channel_map: {modality: channel} (or 'eeg=C4-A1,eog=EOG(L)') overriding the alias table.
+    channel_map: {modality: channel} (or 'eeg=C4-A1,eog=EOG(L)') overriding the channel patterns.
     load_signals=False: header only; channels have empty data and a known length (`HeaderChannel`).
     all_channels: keep every channel, not only the ones chosen for the four modalities.
     require_modality: raise when no channel maps to EEG/EOG/EMG/ECG (off for inspection).

@@ -2,7 +2,7 @@
 
 Signals come in physical units from the header; voltage channels are converted to µV from their
 physical dimension. Channels may run at different rates. Channel names map to modalities through
-`modalities.map_channels` (the alias table, or the user's override).
+`modalities.map_channels` (the channel patterns, or the user's override).
 
 EDF+ annotations become labels: `Sleep stage W/1/2/3/4/R/?` (also `N1`, `N2`, `N3`, `REM`, `Wake`;
 stage 4 -> N3; `?` and `Movement time` -> undefined) on the 30 s grid from the recording start, read
