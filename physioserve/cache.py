@@ -55,7 +55,8 @@ def recording_to_windows(
     if n == 0:
         raise ValueError(f"{recording.name}: shorter than one 30 s window in every present modality")
     raw = {m: recording.modality_windows(m, n) for m in recording.present_modalities}
-    valid = {m: ~missing_windows(x, fs, recording.modality_limits(m)) for m, (x, fs) in raw.items()}  # [n]
+    channels = {m: recording.modality_channel(m) for m in raw}
+    valid = {m: ~missing_windows(x, fs, channels[m].limits, channels[m].step) for m, (x, fs) in raw.items()}  # [n]
     raw = {m: (np.where(valid[m][:, None], x, 0.0), fs) for m, (x, fs) in raw.items()}
     signals, mask = preprocess_modalities(raw, config)  # [n, 4, 3000], [n, 4]
     for m, ok in valid.items():

@@ -65,7 +65,7 @@ _ECG_LEAD = r"(?:i{1,3}|v[1-6]|a?v[rlf]|\d|l|r|la|ra|ll|lead ?i{1,3})"
 # Names that are never a model channel, checked first: leg / arm / respiratory-muscle EMG.
 NOT_A_MODALITY: tuple[str, ...] = (
     r"(?:^|[ -])(?:[lr]? ?legs?|[lr]leg|lat|rat|tib\w*|ant ?tib\w*|plm\w*|limbs?|arms?|intercostal|diaph\w*)"
-    r"\d*(?:$|[ -])",
+    r"\d*(?:$|[ -/])",
 )
 
 # Patterns per modality, most preferred first: the first pattern a name matches is its rank, and

@@ -183,13 +183,16 @@ def preprocess(
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def missing_windows(x: np.ndarray, fs: float, limits: tuple[float, float] | None = None) -> np.ndarray:
+def missing_windows(
+    x: np.ndarray, fs: float, limits: tuple[float, float] | None = None, step: float | None = None
+) -> np.ndarray:
     """Raw windows [..., 30 * fs] in µV -> [...] bool: True where the window is missing data.
 
-    Missing: any sample not finite, a flat stretch (peak-to-peak <= FLAT_RANGE_UV µV over
-    FLAT_SECONDS s), or, when the channel's physical `limits` (low, high) µV are known (EDF
-    physical range, WFDB ADC range), saturation: >= SATURATED_FRACTION of the samples at a limit.
-    A lead stuck at one limit is also flat, so windows without known limits (/predict) catch it too.
+    Missing: any sample not finite, a flat stretch (peak-to-peak <= FLAT_RANGE_UV µV, or <= 2
+    quantisation `step`s when the header gives a coarser one: a lead off jitters by one count, over
+    FLAT_SECONDS s), or, when the channel's physical `limits` (low, high) µV are known (EDF physical
+    range, WFDB ADC range), saturation: >= SATURATED_FRACTION of the samples at a limit. A lead stuck
+    at one limit is also flat, so windows without known limits (/predict) catch it too.
     """
     x = np.asarray(x, dtype=np.float64)
     finite = np.isfinite(x).all(axis=-1)  # [...]
@@ -198,7 +201,7 @@ def missing_windows(x: np.ndarray, fs: float, limits: tuple[float, float] | None
     span = min(max(int(round(FLAT_SECONDS * fs)), 1), n)
     valid = slice(span // 2, n - span + span // 2 + 1)  # centres whose filter window lies inside
     spread = maximum_filter1d(x, span, axis=-1)[..., valid] - minimum_filter1d(x, span, axis=-1)[..., valid]
-    flat = (spread <= FLAT_RANGE_UV).any(axis=-1)  # [...]
+    flat = (spread <= max(FLAT_RANGE_UV, 2 * (step or 0.0))).any(axis=-1)  # [...]
     if limits is None:
         return ~finite | flat
     low, high = min(limits), max(limits)

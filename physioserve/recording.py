@@ -23,8 +23,8 @@ from .modalities import (
 # spellings after `_unit_key` (micro sign, Greek mu and 'u' all read as 'u'; case and spaces dropped;
 # 'MV' and 'UV' are how upper-case-only writers spell mV and µV).
 _TO_MICROVOLTS = {
-    "uv": 1.0, "mcv": 1.0, "microv": 1.0, "microvolt": 1.0, "microvolts": 1.0,
-    "mv": 1e3, "millivolt": 1e3, "millivolts": 1e3,
+    "uv": 1.0, "mcv": 1.0, "microv": 1.0, "microvolt": 1.0, "microvolts": 1.0, "uvolt": 1.0, "uvolts": 1.0,
+    "mv": 1e3, "millivolt": 1e3, "millivolts": 1e3, "mvolt": 1e3, "mvolts": 1e3,
     "v": 1e6, "volt": 1e6, "volts": 1e6,
     "nv": 1e-3, "nanovolt": 1e-3, "nanovolts": 1e-3,
 }
@@ -65,6 +65,7 @@ class Channel:
     fs: float
     unit: str
     limits: tuple[float, float] | None = None  # (low, high) physical range in `unit`, when the header gives one
+    step: float | None = None  # quantisation step in `unit` (one ADC count), when the header gives it
 
     @property
     def duration_s(self) -> float:
@@ -116,9 +117,9 @@ class Recording:
         spans = [self.channels[c].duration_s for c in self.modality_channels.values()]
         return int(np.floor(min(spans) / EPOCH_SECONDS + 1e-9))
 
-    def modality_limits(self, modality: str) -> tuple[float, float] | None:
-        """Physical range (low, high) µV of a modality's channel, when its header gives one."""
-        return self.channels[self.modality_channels[modality]].limits
+    def modality_channel(self, modality: str) -> Channel:
+        """The channel chosen for a modality."""
+        return self.channels[self.modality_channels[modality]]
 
     def modality_windows(self, modality: str, n_windows: int | None = None) -> tuple[np.ndarray, float]:
         """Raw windows of one modality: ([n_windows, 30 * fs] float64 in µV, fs)."""

@@ -37,7 +37,7 @@ from .api_models import InferItem, MetadataResponse, ModelInfo, PredictResponse,
 from .api_requests import BadInput, predictions, read_scored_upload, windows_to_arrays
 from .batching import WindowParking
 from .bundle import ENV_BUNDLE, STORE_NAME, read_bundle, resolve_bundle
-from .modalities import CLASS_NAMES, MODALITIES
+from .modalities import CHANNEL_ALIASES, CLASS_NAMES, MODALITIES
 from .preprocessing import DEFAULT_CONFIG
 from .request_guard import RequestGuard, api_routes
 from .runtime import DEFAULT_BATCH, InferenceSession, add_probabilities, unpack_outputs
@@ -153,7 +153,7 @@ class PhysioServe:
             name=self.bundle.name, version=self.bundle.version, created=meta.get("created"),
             card_summary=self.bundle.card_summary(), d_model=self.bundle.d_model, modalities=list(MODALITIES),
             class_names={k: list(v) for k, v in CLASS_NAMES.items()}, preprocessing=DEFAULT_CONFIG.to_dict(),
-            channel_aliases=meta.get("channel_aliases", {}),
+            channel_aliases={m: list(patterns) for m, patterns in CHANNEL_ALIASES.items()},
             limits={"max_windows_per_request": MAX_WINDOWS, "max_body_bytes": MAX_BODY, "max_upload_bytes": MAX_UPLOAD,
                     "max_unpacked_bytes": MAX_UNPACKED},
             runtime=self.session.describe(),

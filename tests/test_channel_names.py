@@ -152,7 +152,7 @@ def test_chin_emg_spellings(name):
 
 
 @pytest.mark.parametrize("name", [
-    "LAT", "RAT", "Leg", "Leg L", "Leg/R", "EMG LAT", "EMG RAT", "Left leg", "tibialis", "EMG Leg", "LLEG1-LLEG2",
+    "LAT", "RAT", "Leg", "Leg L", "Leg/R", "EMG Leg/L", "EMG-LAT", "EMG LAT", "EMG RAT", "Left leg", "tibialis", "EMG Leg", "LLEG1-LLEG2",
     "RLeg", "Leg 1", "PLMl", "Anterior tibialis", "EMG Arm",
 ])
 def test_leg_emg_is_never_chin(name):

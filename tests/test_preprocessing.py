@@ -150,3 +150,15 @@ def test_missing_windows_flat_saturated_invalid():
     clipped[1] = np.clip(clipped[1], -100, 100) * 0.5  # within the limits: not clipped
     assert missing_windows(clipped, fs, limits=(-250.0, 250.0)).tolist() == [True, False]
     assert missing_windows(clipped, fs).tolist() == [False, False]  # limits unknown: only flat counts
+
+
+def test_a_lead_off_jittering_by_one_count_is_flat():
+    from physioserve.preprocessing import missing_windows
+
+    rng = np.random.default_rng(4)
+    step = 1.0  # µV per count: a coarse ADC
+    off = np.round(rng.normal(0, 0.4, (1, 6000)))  # +-1 count around 0: 2 µV peak-to-peak
+    assert missing_windows(off, 200).tolist() == [False]  # without the step: above 0.5 µV
+    assert missing_windows(off, 200, step=step).tolist() == [True]
+    quiet = np.round(rng.normal(0, 1.5, (1, 6000)) / step) * step  # a quiet real EMG, quantised
+    assert missing_windows(quiet, 200, step=step).tolist() == [False]

@@ -57,7 +57,8 @@ def _kind(path: Path) -> str:
     if path.suffix.lower() in EDF_SUFFIXES:
         return "edf"
     if is_label_file(path):
-        raise RecordError(f"{path}: is a label file; read it with read_labels, or give the record ({ACCEPTED_INPUTS})")
+        raise RecordError(f"{path}: is a label file; inspect it with `physioserve inspect`, or give the record "
+                          f"({ACCEPTED_INPUTS})")
     if path.suffix.lower() in (".mat", ".dat"):
         raise RecordError(f"{path}: is a WFDB signal file; give the .hea next to it (or its folder)")
     if path.suffix.lower() in (".atr", ".ann", ".qrs", ".ecg"):

@@ -29,19 +29,26 @@ def n_samples_of(channel: Channel) -> int:
     return channel.n_samples if isinstance(channel, HeaderChannel) else len(channel.data)
 
 
-def to_microvolts(
-    data: np.ndarray, unit: str, *, where: str, required: bool, limits: tuple[float, float] | None = None
-) -> tuple[np.ndarray, str, tuple[float, float] | None]:
-    """(data, unit, limits) in µV when `unit` is a voltage; other units stay as they are unless `required`."""
+def to_microvolts(data: np.ndarray, unit: str, *, where: str, required: bool) -> tuple[np.ndarray, str, float]:
+    """(data, unit, factor): in µV when `unit` is a voltage; other units stay as they are unless `required`."""
     try:
         factor = microvolt_factor(unit, where=where)
     except ValueError:
         if required:
             raise
-        return data, unit, limits
-    if limits is not None:
-        limits = (min(limits) * factor, max(limits) * factor)
-    return (data * factor if factor != 1.0 else data), MICROVOLT, limits
+        return data, unit, 1.0
+    return (data * factor if factor != 1.0 else data), MICROVOLT, factor
+
+
+def make_channel(head: HeaderChannel, data: np.ndarray | None, *, where: str, required: bool) -> Channel:
+    """A read channel from its header (`data` in header units; None: header only), voltages in µV."""
+    if data is None:
+        _, unit, _ = to_microvolts(np.empty(0), head.unit, where=where, required=required)
+        return HeaderChannel(head.name, np.empty(0), head.fs, unit, n_samples=head.n_samples)
+    data, unit, factor = to_microvolts(data, head.unit, where=where, required=required)
+    limits = None if head.limits is None else (min(head.limits) * factor, max(head.limits) * factor)
+    step = None if head.step is None else abs(head.step) * factor
+    return Channel(head.name, data, head.fs, unit, limits, step)
 
 
 def channel_problem(channel: Channel, calibration: str | None = None) -> str | None:

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..modalities import EPOCH_SECONDS, STAGE_UNDEFINED
 from ..recording import Channel, Labels, Recording
-from .common import HeaderChannel, choose_modalities, require_modality, stages_from_intervals, to_microvolts
+from .common import HeaderChannel, choose_modalities, make_channel, require_modality, stages_from_intervals
 from .errors import RecordError
 
 EDF_SUFFIXES = (".edf", ".bdf")
@@ -73,16 +73,21 @@ def read_edf(
 
     headers: dict[str, HeaderChannel] = {}
     calibration: dict[str, str] = {}
-    for signal in edf.signals:
+    ranges: dict[str, tuple[float, float, float, float]] = {}
+    kind = "BDF" if path.suffix.lower() == ".bdf" else "EDF"
+    for signal, fields in zip(edf.signals, _signal_fields(path)):
         name = _unique(signal.label.strip(), headers)
         fs = float(signal.sampling_frequency)
         if onsets is None:
             n = int(signal.samples_per_data_record * edf.num_data_records)
         else:
             n = int(round(record_s * fs))
-        problem = calibration_problem(signal, "BDF" if path.suffix.lower() == ".bdf" else "EDF")
-        limits = None if problem else (float(signal.physical_min), float(signal.physical_max))
-        headers[name] = HeaderChannel(name, np.empty(0), fs, signal.physical_dimension.strip(), limits, n_samples=n)
+        scale, problem = calibration_of(fields, kind)
+        limits = step = None
+        if problem is None:
+            ranges[name] = scale
+            limits, step = (scale[0], scale[1]), (scale[1] - scale[0]) / (scale[3] - scale[2])
+        headers[name] = HeaderChannel(name, np.empty(0), fs, signal.physical_dimension.strip(), limits, step, n_samples=n)
         if problem is not None:
             calibration[name] = problem
     modality_channels, notes = choose_modalities(headers, channel_map, where=str(path), calibration=calibration)
@@ -94,16 +99,15 @@ def read_edf(
     for signal, (name, head) in zip(edf.signals, headers.items()):
         if not (all_channels or name in chosen) or (load_signals and name in calibration):
             continue
-        where = f"{path}: channel {name!r}"
+        if name in calibration:  # header only (inspect): shown with its problem, never read
+            channels[name] = head
+            continue
+        data = None
         if load_signals:
-            data = np.asarray(signal.data, np.float64)
+            data = _physical(signal.digital, ranges[name])
             if onsets is not None:
                 data = _place_records(data, signal, onsets, head.n_samples)
-            data, unit, limits = to_microvolts(data, head.unit, where=where, required=name in chosen, limits=head.limits)
-            channels[name] = Channel(name=name, data=data, fs=head.fs, unit=unit, limits=limits)
-        else:
-            unit = head.unit if name in calibration else to_microvolts(np.empty(0), head.unit, where=where, required=False)[1]
-            channels[name] = HeaderChannel(name, np.empty(0), head.fs, unit, n_samples=head.n_samples)
+        channels[name] = make_channel(head, data, where=f"{path}: channel {name!r}", required=name in chosen)
     if gaps:
         notes.append(f"{len(gaps)} gap(s) between data records, {sum(d for _, d in gaps):g} s in all (first at "
                      f"{gaps[0][0]:g} s for {gaps[0][1]:g} s); windows in a gap are missing data")
@@ -120,29 +124,54 @@ def read_edf(
     )
 
 
-def calibration_problem(signal: edfio.EdfSignal, kind: str = "EDF") -> str | None:
-    """Why a signal's physical values cannot be computed from its header, or None when they can.
+def calibration_of(fields: dict[str, str], kind: str = "EDF") -> tuple[tuple[float, float, float, float] | None, str | None]:
+    """((physical min, max, digital min, max), None), or (None, why no calibration can be computed).
 
-    Physical = physical_min + (digital - digital_min) * (physical_max - physical_min) / (digital_max -
-    digital_min) (EDF spec): both ranges must be numbers and neither may be empty.
+    Physical = physical min + (digital - digital min) x (physical max - physical min) / (digital max -
+    digital min) (EDF spec): all four fields must be numbers and neither range may be empty.
     """
-    values = {}
-    for field in ("physical_min", "physical_max", "digital_min", "digital_max"):
-        words = field.replace("_", " ").replace("min", "minimum").replace("max", "maximum")
+    values = []
+    for field in ("physical minimum", "physical maximum", "digital minimum", "digital maximum"):
+        text = fields[field]
         try:
-            values[field] = float(getattr(signal, field))
-        except (ValueError, OverflowError):
-            raw = getattr(signal, f"_{field}", b"")
-            text = raw.decode("latin-1").strip() if isinstance(raw, bytes) else str(raw)
-            return f"{kind} header field '{words}' is {text!r}, not a number; no calibration can be computed"
-        if not np.isfinite(values[field]):
-            return f"{kind} header field '{words}' is {values[field]}; no calibration can be computed"
-    for kind_of in ("physical", "digital"):
-        low, high = values[f"{kind_of}_min"], values[f"{kind_of}_max"]
+            value = float(text)
+        except ValueError:
+            return None, f"{kind} header field '{field}' is {text!r}, not a number; no calibration can be computed"
+        if not np.isfinite(value):
+            return None, f"{kind} header field '{field}' is {text!r}; no calibration can be computed"
+        values.append(value)
+    for kind_of, (low, high) in (("physical", values[:2]), ("digital", values[2:])):
         if low == high:
-            return (f"{kind} header fields '{kind_of} minimum' and '{kind_of} maximum' are both {low:g}; "
-                    "no calibration can be computed")
-    return None
+            return None, (f"{kind} header fields '{kind_of} minimum' and '{kind_of} maximum' are both {low:g}; "
+                          "no calibration can be computed")
+    return tuple(values), None
+
+
+def _physical(digital: np.ndarray, scale: tuple[float, float, float, float]) -> np.ndarray:
+    """Digital counts -> physical values (EDF spec; edfio would return counts for a range it cannot parse)."""
+    pmin, pmax, dmin, dmax = scale
+    return pmin + (np.asarray(digital, np.float64) - dmin) * ((pmax - pmin) / (dmax - dmin))
+
+
+def _signal_fields(path: Path) -> list[dict[str, str]]:
+    """The calibration fields of each ordinary signal (annotation signals left out), as written in the header.
+
+    Header layout (EDF spec): 256-byte main header, then per field one block of ns entries: label 16,
+    transducer 80, physical dimension 8, physical min 8, physical max 8, digital min 8, digital max 8...
+    """
+    with path.open("rb") as f:
+        main = f.read(256)
+        ns = int(main[252:256].decode("latin-1"))
+        block = f.read(ns * 136)
+    labels = [block[16 * i : 16 * (i + 1)].decode("latin-1").strip() for i in range(ns)]
+    out = []
+    names = ("physical minimum", "physical maximum", "digital minimum", "digital maximum")
+    for i, label in enumerate(labels):
+        if label in ("EDF Annotations", "BDF Annotations"):
+            continue
+        out.append({name: block[ns * (104 + 8 * k) + 8 * i : ns * (104 + 8 * k) + 8 * (i + 1)].decode("latin-1").strip()
+                    for k, name in enumerate(names)})
+    return out
 
 
 def read_edf_labels(path: str | Path) -> Labels:
@@ -275,9 +304,9 @@ def _check_record_duration(path: Path, kind: str) -> None:
             return  # edfio names the bad field
         labels = [f.read(16).decode("latin-1").strip() for _ in range(max(ns, 0))]
     signals = [label for label in labels if label not in ("EDF Annotations", "BDF Annotations")]
-    if duration == 0 and signals:
+    if duration <= 0 and signals:
         raise RecordError(
-            f"{path}: {kind} header field 'duration of a data record' is 0 s, but the file holds "
+            f"{path}: {kind} header field 'duration of a data record' is {duration:g} s, but the file holds "
             f"{len(signals)} signal(s) ({', '.join(signals[:4])}{', ...' if len(signals) > 4 else ''}); a duration "
             "of 0 is only allowed in annotation-only files, so the sampling rates cannot be known. Re-export "
             "the file with its true record duration"

@@ -36,7 +36,7 @@ from .common import (
     choose_modalities,
     regions_from_mask,
     require_modality,
-    to_microvolts,
+    make_channel,
 )
 from .errors import RecordError
 from .wfdb_annotations import NOTE, Annotation, read_annotations
@@ -146,7 +146,7 @@ def read_physionet2018(
     header = resolve_header(path)
     rec, specs = read_header(header)
     headers = {
-        s.name: HeaderChannel(name=s.name, data=np.empty(0), fs=s.fs, unit=s.unit, limits=s.limits, n_samples=s.n_samples)
+        s.name: HeaderChannel(s.name, np.empty(0), s.fs, s.unit, s.limits, s.step, n_samples=s.n_samples)
         for s in specs
     }
     if len(headers) != len(specs):
@@ -161,15 +161,9 @@ def read_physionet2018(
     signals = read_signals(header, rec, keep) if load_signals else {}
     channels: dict[str, Channel] = {}
     for name in keep:
-        where = f"{header}: channel {name!r}"
-        head = headers[name]
-        if load_signals:
-            data, unit, limits = to_microvolts(signals[name], head.unit, where=where, required=name in chosen,
-                                               limits=head.limits)
-            channels[name] = Channel(name=name, data=data, fs=head.fs, unit=unit, limits=limits)
-        else:
-            unit = head.unit if name in calibration else to_microvolts(np.empty(0), head.unit, where=where, required=False)[1]
-            channels[name] = HeaderChannel(name=name, data=np.empty(0), fs=head.fs, unit=unit, n_samples=head.n_samples)
+        channels[name] = headers[name] if name in calibration else make_channel(
+            headers[name], signals[name] if load_signals else None, where=f"{header}: channel {name!r}",
+            required=name in chosen)
 
     n_frames, frame_fs = record_length(header)
     age, sex = _age_sex_of(header, rec.record_name)

@@ -42,6 +42,7 @@ class SignalSpec:
     unit: str
     problem: str | None = None
     limits: tuple[float, float] | None = None  # physical values of the ADC's lowest and highest codes
+    step: float | None = None  # physical value of one ADC count (1 / gain)
 
 
 def header_text(header: Path) -> str:
@@ -95,7 +96,7 @@ def read_header(header: Path) -> tuple[wfdb.Record | wfdb.MultiRecord, list[Sign
         unit, problem = _calibration(lines[i])
         per_frame = int(rec.samps_per_frame[i] or 1)
         specs.append(SignalSpec(name, float(rec.fs) * per_frame, frames * per_frame, unit, problem,
-                                None if problem else _limits(rec, i)))
+                                None if problem else _limits(rec, i), None if problem else 1 / abs(rec.adc_gain[i])))
     return rec, specs
 
 
