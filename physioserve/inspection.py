@@ -125,7 +125,8 @@ def format_summary(summary: dict) -> str:
                          "score with --fill-gaps to treat them as missing data")
         rows = [("channel", "rate (Hz)", "unit", "samples", "modality")]
         rows += [
-            (c["name"], f"{c['fs']:g}", c["unit"] or "-", str(c["n_samples"]), c["modality"] or "")
+            (c["name"], f"{c['fs']:g}", c["unit"] or "-", str(c["n_samples"]),
+             c["modality"] or ("left out (see notes)" if c.get("problem") else ""))
             for c in summary["channels"]
         ]
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
