@@ -22,7 +22,7 @@ The whole configuration is `PreprocessingConfig`, recorded in every cache, check
 
 Missing data (`missing_windows`, used by every path that makes model input): a window whose samples
 are not all finite (WFDB's invalid sample), or whose lead is flat (peak-to-peak within
-FLAT_RANGE_UV for FLAT_SECONDS: a disconnected electrode) or saturated (at least SATURATED_FRACTION
+FLAT_RANGE_UV for FLAT_SECONDS consecutive seconds of its 1 s grid: a disconnected electrode) or saturated (at least SATURATED_FRACTION
 of its samples at the channel's physical limits, when the header gives them: clipped), is missing
 for that modality: it is masked, like an absent modality.
 """
@@ -36,7 +36,7 @@ from functools import lru_cache
 
 import numpy as np
 from scipy import signal
-from scipy.ndimage import maximum_filter1d, minimum_filter1d
+from numpy.lib.stride_tricks import sliding_window_view
 
 from .modalities import EPOCH_SECONDS, MIN_INPUT_FS, MODALITIES, TARGET_FS, WINDOW_SAMPLES, check_modality
 
@@ -190,18 +190,18 @@ def missing_windows(
 
     Missing: any sample not finite, a flat stretch (peak-to-peak <= FLAT_RANGE_UV µV, or <= 2
     quantisation `step`s when the header gives a coarser one: a lead off jitters by one count, over
-    FLAT_SECONDS s), or, when the channel's physical `limits` (low, high) µV are known (EDF physical
+    FLAT_SECONDS consecutive seconds of the window's 1 s grid), or, when the channel's physical `limits` (low, high) µV are known (EDF physical
     range, WFDB ADC range), saturation: >= SATURATED_FRACTION of the samples at a limit. A lead stuck
     at one limit is also flat, so windows without known limits (/predict) catch it too.
     """
     x = np.asarray(x, dtype=np.float64)
     finite = np.isfinite(x).all(axis=-1)  # [...]
     x = np.where(np.isfinite(x), x, 0.0)
-    n = x.shape[-1]
-    span = min(max(int(round(FLAT_SECONDS * fs)), 1), n)
-    valid = slice(span // 2, n - span + span // 2 + 1)  # centres whose filter window lies inside
-    spread = maximum_filter1d(x, span, axis=-1)[..., valid] - minimum_filter1d(x, span, axis=-1)[..., valid]
-    flat = (spread <= max(FLAT_RANGE_UV, 2 * (step or 0.0))).any(axis=-1)  # [...]
+    starts = np.round(np.arange(EPOCH_SECONDS) * x.shape[-1] / EPOCH_SECONDS).astype(np.intp)  # the 1 s grid
+    span = int(FLAT_SECONDS)
+    high = sliding_window_view(np.maximum.reduceat(x, starts, axis=-1), span, axis=-1).max(axis=-1)  # [..., 26]
+    low = sliding_window_view(np.minimum.reduceat(x, starts, axis=-1), span, axis=-1).min(axis=-1)  # [..., 26]
+    flat = (high - low <= max(FLAT_RANGE_UV, 2 * (step or 0.0))).any(axis=-1)  # [...]
     if limits is None:
         return ~finite | flat
     low, high = min(limits), max(limits)
