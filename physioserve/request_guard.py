@@ -1,16 +1,17 @@
 """The request layer: every malformed request gets a 4xx with the service's JSON body, before BentoML parses it.
 
 `RequestGuard` is an ASGI middleware in front of every API route of the service (`api_routes` reads
-them from the BentoML service: path, form fields, file fields). Per POST:
+them from the BentoML service: path, form fields, file fields). Per request:
 
-1. size: a body over the route's limit gets 413 (Content-Length, or counted for chunked bodies);
-2. media type: JSON routes take `application/json` (or no Content-Type); file routes take
+1. method: an API route takes POST (OPTIONS passes, for CORS); anything else gets 405;
+2. size: a body over the route's limit gets 413 (Content-Length, or counted for chunked bodies);
+3. media type: JSON routes take `application/json` (or no Content-Type); file routes take
    `multipart/form-data` with a boundary; anything else gets 415 (400 for a missing boundary);
-3. form structure (file routes): the body is read once through a streaming multipart parser
+4. form structure (file routes): the body is read once through a streaming multipart parser
    (python-multipart, spooled to disk beyond 1 MB) and replayed to the app when it is well formed:
    no unknown field (a file sent as `upload`), file fields sent as files (not plain text values),
-   text fields as text of at most 64 KB, the required file present;
-4. answers: a 4xx that BentoML writes itself (its pydantic validation of JSON bodies) is rewritten
+   text fields as text of at most 64 KB, at most 16 parts, the required file present;
+5. answers: a 4xx that BentoML writes itself (its pydantic validation of JSON bodies) is rewritten
    into the same body: `{"error", "field", "fix"}` (plus BentoML's `detail`).
 
 Answers name the field (`Content-Type`, `body`, `file`, `windows[0].fs`...) and a fix the caller
@@ -32,6 +33,7 @@ from .api_requests import BadInput
 MB = 1 << 20
 SPOOL_BYTES = MB  # form bodies beyond this are spooled to a temporary file while they are checked
 MAX_TEXT_FIELD = 64 << 10
+MAX_PARTS = 16
 JSON_TYPES = ("", "application/json")
 
 
@@ -123,6 +125,8 @@ def check_form(route: Route, parts: list[dict]) -> None:
             raise BadInput(name, "a file where a text value goes", f"send {name} as a text value (curl -F {name}=...)")
         if name not in route.file_fields and part["size"] > MAX_TEXT_FIELD:
             raise BadInput(name, f"{part['size']} bytes of text (at most {MAX_TEXT_FIELD})", "send a short value")
+    if len(parts) > MAX_PARTS:
+        raise BadInput("body", f"{len(parts)} form parts (at most {MAX_PARTS})", "send each field once")
     missing = sorted(route.required - {part["name"] for part in parts})
     if missing:
         raise BadInput(missing[0], "missing from the form", f"send it (curl -F {missing[0]}=@night.edf)")
@@ -155,9 +159,12 @@ class RequestGuard:
 
     async def __call__(self, scope, receive, send):
         route = self.routes.get(scope.get("path", "")) if scope["type"] == "http" else None
-        if route is None or scope.get("method") != "POST":
+        if route is None or scope.get("method") == "OPTIONS":  # not an API route, or a CORS preflight
             return await self.app(scope, receive, send)
         try:
+            if scope.get("method") != "POST":
+                raise BadInput("method", f"{scope.get('method')} is not allowed on {route.path}",
+                               f"send POST {route.path}", status=405)
             receive = await self._checked(scope, receive, route)
         except BadInput as error:
             return await _send_json(send, error.status, error.body())

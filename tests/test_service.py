@@ -569,3 +569,20 @@ def test_gpu_bentofile_builds_offline_with_onnxruntime_gpu_and_a_gpu(pipeline):
     assert "gpu: 1" in manifest and "cuda_version: 12" in manifest
     requirements = (Path(bento.path) / "env" / "python" / "requirements.txt").read_text().split()
     assert "onnxruntime-gpu>=1.18" in requirements and not any(r.startswith("onnxruntime>") for r in requirements)
+
+
+def test_request_guard_methods_and_part_counts():
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route as StarletteRoute
+    from starlette.testclient import TestClient
+
+    async def echo(request):
+        return PlainTextResponse("ok")
+
+    routes = {"/score": Route("/score", 1 << 20, ("file", "name"), frozenset({"file"}), frozenset({"file"}))}
+    client = TestClient(RequestGuard(Starlette(routes=[StarletteRoute("/score", echo, methods=["POST"])]), routes))
+    got = client.get("/score")
+    assert got.status_code == 405 and got.json()["field"] == "method" and "POST /score" in got.json()["fix"]
+    many = [("file", ("n.edf", b"x"))] + [("name", (None, "n"))] * 20
+    assert client.post("/score", files=many).json()["error"].startswith("body: 21 form parts")
