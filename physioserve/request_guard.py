@@ -205,17 +205,15 @@ class RequestGuard:
         parser = MultipartParser(boundary, check.callbacks())
         body = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
         try:
-            await _read_body(receive, body, route, parser)
-            parser.finalize()
-        except MultipartParseError as error:
-            body.close()
-            raise BadInput("body", f"not a well-formed multipart/form-data body ({error})",
-                           "let the HTTP client write the form (curl -F file=@night.edf)") from None
-        if not check.ended:
-            body.close()
-            raise BadInput("body", "the multipart/form-data body ends before its closing boundary (truncated)",
-                           "send the whole form (curl -F file=@night.edf)")
-        try:
+            try:
+                await _read_body(receive, body, route, parser)
+                parser.finalize()
+            except MultipartParseError as error:
+                raise BadInput("body", f"not a well-formed multipart/form-data body ({error})",
+                               "let the HTTP client write the form (curl -F file=@night.edf)") from None
+            if not check.ended:
+                raise BadInput("body", "the multipart/form-data body ends before its closing boundary (truncated)",
+                               "send the whole form (curl -F file=@night.edf)")
             check_form(route, check.parts)
         except BadInput:
             body.close()

@@ -109,9 +109,9 @@ def _read_header(header: Path) -> wfdb.Record | wfdb.MultiRecord:
     return read_header(header)[0]
 
 
-def record_length(header: Path) -> tuple[int, float]:
+def record_length(header: Path, parsed: tuple | None = None) -> tuple[int, float]:
     """(samples, Hz) of a record at its frame rate: the header's count, else from the signal file's size."""
-    rec, specs = read_header(header)
+    rec, specs = parsed or read_header(header)
     frames = max((s.n_samples * float(rec.fs) / s.fs for s in specs), default=0)
     return int(round(frames)), float(rec.fs)
 
@@ -165,7 +165,7 @@ def read_physionet2018(
             headers[name], signals[name] if load_signals else None, where=f"{header}: channel {name!r}",
             required=name in chosen)
 
-    n_frames, frame_fs = record_length(header)
+    n_frames, frame_fs = record_length(header, (rec, specs))
     age, sex = _age_sex_of(header, rec.record_name)
     return Recording(
         name=rec.record_name,
