@@ -201,8 +201,23 @@ def score_windows_outputs(recording: Recording, probs: dict, mask: np.ndarray, *
     true_stage = recording.window_labels()["stage"] if recording.labels is not None else None
     band_limited = {m: edge for m, name in recording.modality_channels.items()
                     if (edge := band_limit_hz(recording.channels[name].fs, m)) is not None}
-    return score_outputs(recording.name, probs, mask, channels=recording.modality_channels,
-                         true_stage=true_stage, model=model, notes=recording.notes, band_limited=band_limited)
+    night = score_outputs(recording.name, probs, mask, channels=recording.modality_channels,
+                          true_stage=true_stage, model=model, notes=recording.notes, band_limited=band_limited)
+    night.summary.update(signal_summary(recording, mask))
+    return night
+
+
+def signal_summary(recording: Recording, mask: np.ndarray) -> dict:
+    """Input rates per modality (Hz) and the median over the epochs that used it of the per-epoch standard
+    deviation (µV): a check that units were read right (an EEG near 1 µV or 10,000 µV was not)."""
+    rates, std = {}, {}
+    for j, m in enumerate(MODALITIES):
+        if m not in recording.modality_channels:
+            continue
+        raw, rates[m] = recording.modality_windows(m, len(mask))  # [n, 30 * fs] µV
+        used = np.asarray(mask, bool)[:, j]
+        std[m] = round(float(np.median(np.std(raw[used], axis=1))), 3) if used.any() else None
+    return {"channel_rates_hz": rates, "signal_std_uv": std}
 
 
 # ---- writing --------------------------------------------------------------------------------------

@@ -187,6 +187,9 @@ def test_score_cli_every_field_case(bundle, field, subsecond, tmp_path, capsys):
         assert summary["epochs"] == 10 and summary["unscorable_epochs"] == 0
         assert summary["epochs_per_modality_set"] == {s: used.count(s) for s in set(used)}
         assert (note is None) == (summary["notes"] == []), name
+        assert summary["channel_rates_hz"] == SCORED[name][0], name
+        for m, std in summary["signal_std_uv"].items():  # median per-epoch std over the epochs that used it
+            assert std == pytest.approx(STD_UV[m], rel=0.05), (name, m)
     flat, control = _table(tmp_path / "20a_eeg_flat_second_half.epochs.csv"), _table(tmp_path / "20b_no_eeg_control.epochs.csv")
     probabilities = [k for k in flat[0] if k.startswith("p_")]
     assert [[r[k] for k in probabilities] for r in flat[5:]] == [[r[k] for k in probabilities] for r in control[5:]]

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_export_fixtures import tiny_pipeline, write_edf, write_wfdb
-from test_field_cases import REFUSED, SCORED, field, subsecond  # noqa: F401 - fixtures
+from test_field_cases import REFUSED, SCORED, STD_UV, field, subsecond  # noqa: F401 - fixtures
 
 from physioserve.api_models import Window
 from physioserve.api_requests import BadInput, windows_to_arrays
@@ -441,6 +441,9 @@ def test_score_field_cases_through_the_service(server, shared_data, name):
     assert [e["modalities"] for e in data["epochs"]] == used
     assert data["summary"]["epochs_per_modality_set"] == {s: used.count(s) for s in set(used)}
     assert (note is None and data["summary"]["notes"] == []) or any(note in n for n in data["summary"]["notes"])
+    assert data["summary"]["channel_rates_hz"] == SCORED[name][0]
+    for m, std in data["summary"]["signal_std_uv"].items():
+        assert std == pytest.approx(STD_UV[m], rel=0.05), m
 
 
 @pytest.mark.server
