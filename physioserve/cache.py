@@ -27,7 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from .modalities import MODALITIES, WINDOW_SAMPLES
-from .preprocessing import DEFAULT_CONFIG, PreprocessingConfig, check_config_matches, preprocess_modalities
+from .preprocessing import (
+    DEFAULT_CONFIG,
+    PreprocessingConfig,
+    check_config_matches,
+    missing_windows,
+    preprocess_modalities,
+)
 from .recording import Recording
 
 CACHE_FORMAT = 1
@@ -40,15 +46,17 @@ def recording_to_windows(
 ) -> tuple[np.ndarray, np.ndarray]:
     """All complete 30 s windows of a recording -> (signals [n, 4, 3000] float32, mask [n, 4] bool).
 
-    A window with missing samples (NaN, WFDB's "invalid sample") in a modality is marked absent for
-    that modality (mask False, zeros) instead of failing the night; a window can end up with no
-    modality at all (mask row all False): training skips it, scoring reports it as unscorable.
+    A window that is missing data in a modality (`preprocessing.missing_windows`: invalid samples,
+    a flat or saturated lead) is marked absent for that modality (mask False, zeros) instead of
+    failing the night; a window can end up with no modality at all (mask row all False): training
+    skips it, scoring reports it as unscorable.
     """
     n = recording.n_windows
     if n == 0:
         raise ValueError(f"{recording.name}: shorter than one 30 s window in every present modality")
     raw = {m: recording.modality_windows(m, n) for m in recording.present_modalities}
-    valid = {m: np.isfinite(x).all(axis=-1) for m, (x, _) in raw.items()}  # [n] per modality
+    channels = {m: recording.modality_channel(m) for m in raw}
+    valid = {m: ~missing_windows(x, fs, channels[m].limits, channels[m].step) for m, (x, fs) in raw.items()}  # [n]
     raw = {m: (np.where(valid[m][:, None], x, 0.0), fs) for m, (x, fs) in raw.items()}
     signals, mask = preprocess_modalities(raw, config)  # [n, 4, 3000], [n, 4]
     for m, ok in valid.items():

@@ -15,9 +15,8 @@ import sys
 from pathlib import Path
 
 from .io import HYPNOGRAM_FORMATS, Hypnogram, is_label_file, n_samples_of, read_hypnogram, read_labels, read_recording
-from .io.common import skipped_candidates
 from .io.physionet2018 import signal_files
-from .modalities import EPOCH_SECONDS, MODALITIES, TARGET_FS, modality_of, parse_channel_map
+from .modalities import EPOCH_SECONDS, MODALITIES, modality_of, parse_channel_map
 from .recording import Labels, Recording, arousal_fraction
 
 HELP = "show channels, rates, duration, modality map and labels of a file"
@@ -29,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="record folder or .hea, .edf/.bdf, -arousal.mat, or a hypnogram (.arousal, .st, .hyp, .csv, .txt)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument(
-        "--channel-map", default=None, metavar="MAP", help="override the alias table, e.g. eeg=C4-A1,eog=EOG(L)"
+        "--channel-map", default=None, metavar="MAP", help="override the channel patterns, e.g. eeg=C4-A1,eog=EOG(L)"
     )
     parser.add_argument("--hypnogram-format", choices=tuple(HYPNOGRAM_FORMATS), default=None,
                         help="read PATH as an expert hypnogram of this format (default: detected; numbers-only files need it)")
@@ -66,7 +65,6 @@ def inspect_path(path: Path, channel_map: dict[str, str] | None = None, *, hypno
 def recording_summary(recording: Recording, path: Path) -> dict:
     """JSON-ready description of a header-only recording."""
     chosen = {name: m for m, name in recording.modality_channels.items()}
-    skipped = skipped_candidates(recording.channels, recording.modality_channels)
     channels = [
         {
             "name": c.name,
@@ -75,14 +73,9 @@ def recording_summary(recording: Recording, path: Path) -> dict:
             "n_samples": n_samples_of(c),
             "modality": chosen.get(c.name),
             "alias_of": modality_of(c.name),
+            "problem": recording.unusable.get(c.name),
         }
         for c in recording.channels.values()
-    ]
-    notes = [
-        f"{m}: {name} not usable ({recording.channels[name].fs:g} Hz < {TARGET_FS} Hz)"
-        for m, names in skipped.items()
-        for name in names
-        if recording.channels[name].fs < TARGET_FS and m not in recording.modality_channels
     ]
     kind = "edf" if path.suffix.lower() in (".edf", ".bdf") else "physionet2018"
     files = signal_files(path) if kind == "physionet2018" else {str(path.name): True}
@@ -96,7 +89,8 @@ def recording_summary(recording: Recording, path: Path) -> dict:
         "channels": channels,
         "modality_channels": dict(recording.modality_channels),
         "missing_modalities": [m for m in MODALITIES if m not in recording.modality_channels],
-        "notes": notes,
+        "gaps_s": [list(gap) for gap in recording.gaps_s],
+        "notes": list(recording.notes),
         "age": recording.age,
         "sex": recording.sex,
         "labels": None if recording.labels is None else label_summary(recording.labels),
@@ -140,9 +134,15 @@ def format_summary(summary: dict) -> str:
             f"duration: {summary['duration_s']:g} s ({_hms(summary['duration_s'])}), "
             f"{summary['n_windows']} complete {EPOCH_SECONDS} s windows of the mapped modalities"
         )
+        if summary["gaps_s"]:
+            where = ", ".join(f"{start:g} s (+{length:g} s)" for start, length in summary["gaps_s"][:5])
+            more = f" and {len(summary['gaps_s']) - 5} more" if len(summary["gaps_s"]) > 5 else ""
+            lines.append(f"gaps: {len(summary['gaps_s'])} between data records, at {where}{more}; "
+                         "score with --fill-gaps to treat them as missing data")
         rows = [("channel", "rate (Hz)", "unit", "samples", "modality")]
         rows += [
-            (c["name"], f"{c['fs']:g}", c["unit"] or "-", str(c["n_samples"]), c["modality"] or "")
+            (c["name"], f"{c['fs']:g}", c["unit"] or "-", str(c["n_samples"]),
+             c["modality"] or ("left out (see notes)" if c.get("problem") else ""))
             for c in summary["channels"]
         ]
         widths = [max(len(r[i]) for r in rows) for i in range(5)]

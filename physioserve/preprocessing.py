@@ -1,4 +1,4 @@
-"""THE preprocessing: raw 30 s windows in µV at any rate >= 100 Hz -> model input at 100 Hz.
+"""THE preprocessing: raw 30 s windows in µV at any rate >= 50 Hz -> model input at 100 Hz.
 
 Training, the service and recording scoring all call `preprocess`, window by window or on a whole
 night's `[n_windows, n_samples]` array at once; each window is processed independently, so a window
@@ -7,7 +7,10 @@ gives bit-identical model input whichever path it took.
 Steps, per window (paper §3.1, Fang et al. 2024):
 1. remove the window's mean (a constant offset carries no information);
 2. resample to 100 Hz exactly (rational polyphase resampling, `scipy.signal.resample_poly`) with a
-   zero-phase Kaiser FIR anti-aliasing filter: flat to 40 Hz, >= 40 dB down from 50 Hz;
+   zero-phase Kaiser FIR anti-aliasing filter: flat to 40 Hz, >= 60 dB down from 50 Hz. Rates of
+   50-99 Hz (older PSG systems) are upsampled with the same filter scaled to the input's Nyquist
+   rate (stop edge fs / 2, pass edge 0.8 x fs / 2), so the interpolation creates no images: the
+   output is band-limited to fs / 2 (`band_limit_hz` says when that is below the modality's band);
 3. band-pass, zero-phase (forward-backward Butterworth): EEG/EOG 0.1-30 Hz; EMG/ECG 0.1-70 Hz as
    the paper writes it, which a 100 Hz output cannot carry: their effective upper edge is the
    anti-aliasing edge (flat to 40 Hz, gone by 50 Hz), so only the 0.1 Hz high-pass is applied;
@@ -16,6 +19,12 @@ Steps, per window (paper §3.1, Fang et al. 2024):
    information (N3 delta, chin tone).
 
 The whole configuration is `PreprocessingConfig`, recorded in every cache, checkpoint and bundle.
+
+Missing data (`missing_windows`, used by every path that makes model input): a window whose samples
+are not all finite (WFDB's invalid sample), or whose lead is flat (peak-to-peak within
+FLAT_RANGE_UV for FLAT_SECONDS consecutive seconds of its 1 s grid: a disconnected electrode) or saturated (at least SATURATED_FRACTION
+of its samples at the channel's physical limits, when the header gives them: clipped), is missing
+for that modality: it is masked, like an absent modality.
 """
 
 from __future__ import annotations
@@ -27,10 +36,20 @@ from functools import lru_cache
 
 import numpy as np
 from scipy import signal
+from numpy.lib.stride_tricks import sliding_window_view
 
-from .modalities import EPOCH_SECONDS, MODALITIES, TARGET_FS, WINDOW_SAMPLES, check_modality
+from .modalities import EPOCH_SECONDS, MIN_INPUT_FS, MODALITIES, TARGET_FS, WINDOW_SAMPLES, check_modality
 
-SUPPORTED_RATES_NOTE = "any rate >= 100 Hz whose 30 s window is a whole number of samples"
+SUPPORTED_RATES_NOTE = (
+    f"any rate >= {MIN_INPUT_FS} Hz whose 30 s window is a whole number of samples "
+    f"({MIN_INPUT_FS}-{TARGET_FS - 1} Hz: upsampled, band-limited to fs / 2)"
+)
+# Missing-data rules (module doc). A real EEG/EOG/EMG/ECG lead is never this still for 5 s: the
+# amplifier noise alone is ~1 µV peak-to-peak.
+FLAT_SECONDS = 5.0
+FLAT_RANGE_UV = 0.5
+SATURATED_FRACTION = 0.5
+SATURATION_TOLERANCE = 1e-4  # of the physical range: "at the limit"
 
 
 @dataclass(frozen=True)
@@ -109,12 +128,30 @@ def _bandpass_sos(highpass_hz: float, hp_order: int, lowpass_hz: float | None, l
     return sos
 
 
+def _antialias_edges(fs: float, config: PreprocessingConfig) -> tuple[float, float]:
+    """(pass, stop) Hz of the resampling filter: the config's edges, scaled down to fs / 2 below 100 Hz."""
+    stop = min(config.antialias_stop_hz, fs / 2)
+    return config.antialias_pass_hz * stop / config.antialias_stop_hz, stop
+
+
+def band_limit_hz(fs: float, modality: str, config: PreprocessingConfig = DEFAULT_CONFIG) -> float | None:
+    """Upper edge (Hz) of what a `fs` Hz input carries when that is below the modality's band, else None.
+
+    E.g. EEG at 50 Hz: 20 Hz (its band is 0.1-30 Hz); at >= 100 Hz nothing is lost (None).
+    """
+    if fs >= TARGET_FS:
+        return None
+    edge = _antialias_edges(fs, config)[0]
+    band = min(config.lowpass_hz[modality] or np.inf, config.antialias_pass_hz)
+    return round(edge, 3) if edge < band else None
+
+
 def window_length(fs: float) -> int:
     """Samples in one 30 s window at `fs`; raises for rates the model cannot take."""
-    if not np.isfinite(fs) or fs < TARGET_FS:
-        raise ValueError(f"sampling rate {fs} Hz is below {TARGET_FS} Hz; accepted: {SUPPORTED_RATES_NOTE}")
+    if not np.isfinite(fs) or fs < MIN_INPUT_FS:
+        raise ValueError(f"sampling rate {fs} Hz is below {MIN_INPUT_FS} Hz; accepted: {SUPPORTED_RATES_NOTE}")
     n = EPOCH_SECONDS * fs
-    if abs(n - round(n)) > 1e-6:
+    if not np.isfinite(n) or abs(n - round(n)) > 1e-6:
         raise ValueError(f"sampling rate {fs} Hz gives {n} samples per 30 s window; accepted: {SUPPORTED_RATES_NOTE}")
     return int(round(n))
 
@@ -137,12 +174,40 @@ def preprocess(
     x = x - x.mean(axis=-1, keepdims=True)  # [..., n]
     up, down = _rational(fs)
     if (up, down) != (1, 1):
-        taps = _antialias_taps(up, down, config.antialias_pass_hz, config.antialias_stop_hz, config.antialias_atten_db)
+        pass_hz, stop_hz = _antialias_edges(fs, config)
+        taps = _antialias_taps(up, down, pass_hz, stop_hz, config.antialias_atten_db)
         x = signal.resample_poly(x, up, down, axis=-1, window=taps)  # [..., 3000]
     sos = _bandpass_sos(config.highpass_hz, config.highpass_order, config.lowpass_hz[modality], config.lowpass_order)
     x = signal.sosfiltfilt(sos, x, axis=-1)  # [..., 3000]
     x = np.clip(x / config.scale_uv[modality], -config.clip, config.clip)
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def missing_windows(
+    x: np.ndarray, fs: float, limits: tuple[float, float] | None = None, step: float | None = None
+) -> np.ndarray:
+    """Raw windows [..., 30 * fs] in µV -> [...] bool: True where the window is missing data.
+
+    Missing: any sample not finite, a flat stretch (peak-to-peak <= FLAT_RANGE_UV µV, or <= 2
+    quantisation `step`s when the header gives a coarser one: a lead off jitters by one count, over
+    FLAT_SECONDS consecutive seconds of the window's 1 s grid), or, when the channel's physical `limits` (low, high) µV are known (EDF physical
+    range, WFDB ADC range), saturation: >= SATURATED_FRACTION of the samples at a limit. A lead stuck
+    at one limit is also flat, so windows without known limits (/predict) catch it too.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    finite = np.isfinite(x).all(axis=-1)  # [...]
+    x = np.where(np.isfinite(x), x, 0.0)
+    starts = np.round(np.arange(EPOCH_SECONDS) * x.shape[-1] / EPOCH_SECONDS).astype(np.intp)  # the 1 s grid
+    span = int(FLAT_SECONDS)
+    high = sliding_window_view(np.maximum.reduceat(x, starts, axis=-1), span, axis=-1).max(axis=-1)  # [..., 26]
+    low = sliding_window_view(np.minimum.reduceat(x, starts, axis=-1), span, axis=-1).min(axis=-1)  # [..., 26]
+    flat = (high - low <= max(FLAT_RANGE_UV, 2 * (step or 0.0))).any(axis=-1)  # [...]
+    if limits is None:
+        return ~finite | flat
+    low, high = min(limits), max(limits)
+    near = SATURATION_TOLERANCE * (high - low)
+    saturated = ((x <= low + near) | (x >= high - near)).mean(axis=-1) >= SATURATED_FRACTION  # [...]
+    return ~finite | flat | saturated
 
 
 def preprocess_modalities(

@@ -19,19 +19,41 @@ from .modalities import (
     STAGE_UNDEFINED,
 )
 
-# Physical unit -> factor to µV. Units come from the file header, never from amplitudes.
-_TO_MICROVOLTS = {"uv": 1.0, "µv": 1.0, "μv": 1.0, "microvolt": 1.0, "mv": 1e3, "v": 1e6, "nv": 1e-3}
+# Physical unit -> factor to µV. Units come from the file header, never from amplitudes. Keys are
+# spellings after `_unit_key` (micro sign, Greek mu and 'u' all read as 'u'; case and spaces dropped;
+# 'MV' and 'UV' are how upper-case-only writers spell mV and µV).
+_TO_MICROVOLTS = {
+    "uv": 1.0, "mcv": 1.0, "microv": 1.0, "microvolt": 1.0, "microvolts": 1.0, "uvolt": 1.0, "uvolts": 1.0,
+    "mv": 1e3, "millivolt": 1e3, "millivolts": 1e3, "mvolt": 1e3, "mvolts": 1e3,
+    "v": 1e6, "volt": 1e6, "volts": 1e6,
+    "nv": 1e-3, "nanovolt": 1e-3, "nanovolts": 1e-3,
+}
+
+
+def _unit_key(unit: str) -> str:
+    """'µV' (Latin-1 or UTF-8, micro sign or Greek mu), 'u V', 'UV' -> 'uv'."""
+    try:  # a UTF-8 'µ' read as Latin-1 shows as 'Âµ' (Greek mu as 'Î¼'): undo that first
+        unit = unit.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        pass
+    key = "".join(unit.split()).casefold()
+    return key.replace("\u00b5", "u").replace("\u03bc", "u")
 
 
 def microvolt_factor(unit: str, *, where: str) -> float:
     """Factor that converts `unit` to µV; raises naming `where` when the unit is not a voltage."""
-    key = unit.strip().replace(" ", "").casefold()
+    key = _unit_key(unit)
     if key not in _TO_MICROVOLTS:
         raise ValueError(
-            f"{where}: physical unit {unit!r} is not a voltage; expected one of uV, mV, V "
+            f"{where}: physical unit {unit!r} is not a voltage; expected one of uV, mV, V, nV "
             "(fix the header or map another channel to this modality)"
         )
     return _TO_MICROVOLTS[key]
+
+
+def is_voltage(unit: str) -> bool:
+    """Whether a header unit is a voltage that `microvolt_factor` converts."""
+    return _unit_key(unit) in _TO_MICROVOLTS
 
 
 @dataclass
@@ -42,6 +64,8 @@ class Channel:
     data: np.ndarray  # [n_samples] float64
     fs: float
     unit: str
+    limits: tuple[float, float] | None = None  # (low, high) physical range in `unit`, when the header gives one
+    step: float | None = None  # quantisation step in `unit` (one ADC count), when the header gives it
 
     @property
     def duration_s(self) -> float:
@@ -73,6 +97,9 @@ class Recording:
     age: float | None = None
     sex: str | None = None
     source: Path | None = None
+    notes: list[str] = field(default_factory=list)  # what the reader left out or changed, and why
+    unusable: dict[str, str] = field(default_factory=dict)  # channel -> why it cannot feed the model
+    gaps_s: list[tuple[float, float]] = field(default_factory=list)  # (start, duration) s, EDF+D only
 
     @property
     def present_modalities(self) -> tuple[str, ...]:
@@ -89,6 +116,10 @@ class Recording:
             return 0
         spans = [self.channels[c].duration_s for c in self.modality_channels.values()]
         return int(np.floor(min(spans) / EPOCH_SECONDS + 1e-9))
+
+    def modality_channel(self, modality: str) -> Channel:
+        """The channel chosen for a modality."""
+        return self.channels[self.modality_channels[modality]]
 
     def modality_windows(self, modality: str, n_windows: int | None = None) -> tuple[np.ndarray, float]:
         """Raw windows of one modality: ([n_windows, 30 * fs] float64 in µV, fs)."""

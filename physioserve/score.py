@@ -51,7 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--url", default=None, help="score through a running service, e.g. http://127.0.0.1:3000")
     parser.add_argument("--format", choices=("csv", "json"), default="csv", help="per-epoch table as CSV (default) or JSON")
     parser.add_argument("--plot", action="store_true", help="also write a hypnogram PNG per recording")
-    parser.add_argument("--channel-map", default=None, help="override the alias table, e.g. eeg=C4-A1,eog=EOG(L)")
+    parser.add_argument("--channel-map", default=None, help="override the channel patterns, e.g. eeg=C4-A1,eog=EOG(L)")
+    parser.add_argument("--fill-gaps", action="store_true",
+                        help="EDF+D with gaps between data records: score it, the gaps as missing data (else refused)")
     parser.add_argument("--variant", choices=("fp32", "int8"), default=None, help="local only: graph variant of the bundle")
     parser.add_argument("--timeout", type=float, default=600.0, help="--url only: seconds to wait per recording (default 600)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -112,13 +114,14 @@ def record_name(path: Path) -> str:
 class LocalScorer:
     """Read -> preprocess -> ONNX Runtime -> NightScore, in this process."""
 
-    def __init__(self, bundle: str | None, variant: str | None, channel_map: str | None):
+    def __init__(self, bundle: str | None, variant: str | None, channel_map: str | None, fill_gaps: bool = False):
         from .bundle import resolve_bundle
         from .modalities import parse_channel_map
         from .runtime import InferenceSession
 
         self.session = InferenceSession(resolve_bundle(bundle), variant=variant)
         self.channel_map = parse_channel_map(channel_map)
+        self.fill_gaps = fill_gaps
         self.model = {"name": self.session.bundle.name, "version": self.session.bundle.version}
 
     def describe(self) -> str:
@@ -129,18 +132,19 @@ class LocalScorer:
         from .io import read_recording
         from .scoring import score_recording
 
-        recording = read_recording(path, channel_map=self.channel_map or None)
+        recording = read_recording(path, channel_map=self.channel_map or None, fill_gaps=self.fill_gaps)
         return score_recording(recording, self.session, model=self.model)
 
 
 class RemoteScorer:
     """POST each recording to a service's /score (EDF/BDF as-is, WFDB records zipped)."""
 
-    def __init__(self, url: str, channel_map: str | None, timeout: float):
+    def __init__(self, url: str, channel_map: str | None, timeout: float, fill_gaps: bool = False):
         import httpx
 
         self.url = url.rstrip("/")
         self.channel_map = channel_map
+        self.fill_gaps = fill_gaps
         self.client = httpx.Client(timeout=timeout)
         try:
             meta = self.client.post(f"{self.url}/metadata", json={})
@@ -157,6 +161,8 @@ class RemoteScorer:
         data = {"name": record_name(path)}
         if self.channel_map:
             data["channel_map"] = self.channel_map
+        if self.fill_gaps:
+            data["fill_gaps"] = "true"
         response = self.client.post(f"{self.url}/score", files={"file": (filename, payload, "application/octet-stream")},
                                     data=data)
         if response.status_code != 200:
@@ -242,8 +248,8 @@ def run(args: argparse.Namespace) -> int:
         return 1  # the comparison asked for cannot happen: stop before scoring
     problems += hypnogram_problems
     try:
-        scorer = (RemoteScorer(args.url, args.channel_map, args.timeout) if args.url
-                  else LocalScorer(args.bundle, args.variant, args.channel_map))
+        scorer = (RemoteScorer(args.url, args.channel_map, args.timeout, args.fill_gaps) if args.url
+                  else LocalScorer(args.bundle, args.variant, args.channel_map, args.fill_gaps))
     except (ValueError, ConnectionError) as error:
         print(f"score: {error}", file=sys.stderr)
         return 1

@@ -8,7 +8,9 @@ Night summary (computed on the predicted stages; recording start stands in for l
 total recording time (TRT), total sleep time (TST = N1 + N2 + N3 + REM epochs), sleep onset
 latency (start -> first sleep epoch), wake after sleep onset, sleep efficiency (TST / TRT),
 minutes and percentages per stage, and the arousal index: arousal episodes (runs of consecutive
-arousal-positive sleep epochs) per hour of TST.
+arousal-positive sleep epochs) per hour of TST. Each epoch lists the modalities it used (a flat or
+saturated lead, or invalid samples, leave a modality out of that epoch), and the summary counts
+epochs per modality set and carries the reader's notes (channels left out and why).
 """
 
 from __future__ import annotations
@@ -28,16 +30,19 @@ import numpy as np
 from .cache import recording_to_windows
 from .metrics import cohen_kappa
 from .modalities import EPOCH_SECONDS, MODALITIES, STAGE_NAMES
+from .preprocessing import band_limit_hz
 from .recording import Recording
 
 SLEEP_STAGES = (1, 2, 3, 4)  # N1 N2 N3 REM
 UNSCORABLE = -1  # stage code of a window with no usable modality (every channel missing there)
 PROB_DECIMALS = 6
 STAGE_PROB_COLUMNS = tuple(f"p_{name}" for name in STAGE_NAMES)
-COLUMNS = ("epoch", "start_s", "stage", *STAGE_PROB_COLUMNS, "arousal", "p_arousal", "p_age_ge_55")
+MODALITIES_COLUMN = "modalities"  # the modalities an epoch used, e.g. 'eeg+eog+emg' ('' when unscorable)
+COLUMNS = ("epoch", "start_s", "stage", *STAGE_PROB_COLUMNS, "arousal", "p_arousal", "p_age_ge_55", MODALITIES_COLUMN)
 # with a night-context graph, `stage` / p_* are the night-level output and these keep the window-level one
 WINDOW_STAGE_COLUMNS = ("window_stage", *(f"window_{c}" for c in STAGE_PROB_COLUMNS))
 LABEL_COLUMN = "true_stage"
+MODALITY_SETS_KEY = "epochs_per_modality_set"  # summary: {'eeg+eog+emg': 5, 'eog+emg': 5, ...}
 
 
 @dataclass
@@ -73,13 +78,17 @@ def score_outputs(
     channels: dict[str, str] | None = None,
     true_stage: np.ndarray | None = None,
     model: dict | None = None,
+    notes: list[str] | None = None,
+    band_limited: dict[str, float] | None = None,
 ) -> NightScore:
     """Model probabilities of a night's windows -> NightScore.
 
     `probs`: sleep_stage_probs [n, 5], age_probs [n, 2], arousal_probs [n, 2], and optionally
     sleep_stage_night_probs [n, 5] (the night-context graph: then `stage` and p_* are night-level and
-    the window-level ones move to window_*); `mask` [n, 4]; `true_stage` [n] with -1 where undefined,
-    or None when the recording has no labels.
+    the window-level ones move to window_*); `mask` [n, 4] (the modalities each window used: absent,
+    or missing data there); `true_stage` [n] with -1 where undefined, or None when the recording has
+    no labels; `notes` and `band_limited` ({modality: upper edge Hz} of inputs below 100 Hz) go to
+    the summary as they are.
     """
     night = "sleep_stage_night_probs" in probs
     window_p = probs["sleep_stage_probs"]
@@ -94,11 +103,13 @@ def score_outputs(
     window_cols = [_round(window_p[:, k]) for k in range(len(STAGE_NAMES))]
     window_stage = np.nan_to_num(window_p).argmax(axis=1)  # [n]
     p_arousal, p_age = _round(arousal_p[:, 1]), _round(age_p[:, 1])
+    used = modality_sets(mask)  # [n] 'eeg+eog' ...
     rows = []
     for i in range(n):
         row = {"epoch": i, "start_s": i * EPOCH_SECONDS, "stage": STAGE_NAMES[stage[i]] if scorable[i] else ""}
         row.update({col: stage_cols[k][i] for k, col in enumerate(STAGE_PROB_COLUMNS)})
-        row.update({"arousal": int(arousal[i]) if scorable[i] else None, "p_arousal": p_arousal[i], "p_age_ge_55": p_age[i]})
+        row.update({"arousal": int(arousal[i]) if scorable[i] else None, "p_arousal": p_arousal[i], "p_age_ge_55": p_age[i],
+                    MODALITIES_COLUMN: used[i]})
         if night:
             row["window_stage"] = STAGE_NAMES[window_stage[i]] if scorable[i] else ""
             row.update({f"window_{col}": window_cols[k][i] for k, col in enumerate(STAGE_PROB_COLUMNS)})
@@ -112,12 +123,20 @@ def score_outputs(
         "age_ge_55_probability": round(float(np.mean(age_p[scorable, 1])), PROB_DECIMALS) if scorable.any() else None,
         "unscorable_epochs": int(n - scorable.sum()),
         "modalities_used": present,
+        MODALITY_SETS_KEY: {key or "none": used.count(key) for key in sorted(set(used), key=lambda k: (-used.count(k), k))},
+        "band_limited_hz": dict(band_limited or {}),
         "channels": dict(channels or {}),
+        "notes": list(notes or []),
         "staging": "night context" if night else "window",
     })
     if model:
         summary["model"] = dict(model)
     return NightScore(record=record, columns=columns, rows=rows, summary=summary)
+
+
+def modality_sets(mask: np.ndarray) -> list[str]:
+    """Per window, the modalities it used joined by '+' in model order ('eeg+emg'); '' for none: [n]."""
+    return ["+".join(m for j, m in enumerate(MODALITIES) if row[j]) for row in np.asarray(mask, bool)]
 
 
 def _runs(flags: np.ndarray) -> int:
@@ -205,8 +224,25 @@ def score_recording(recording: Recording, session, *, model: dict | None = None)
 def score_windows_outputs(recording: Recording, probs: dict, mask: np.ndarray, *, model: dict | None = None) -> NightScore:
     """NightScore of a recording from its windows' model probabilities (used by the service too)."""
     true_stage = recording.window_labels()["stage"] if recording.labels is not None else None
-    return score_outputs(recording.name, probs, mask, channels=recording.modality_channels,
-                         true_stage=true_stage, model=model)
+    band_limited = {m: edge for m, name in recording.modality_channels.items()
+                    if (edge := band_limit_hz(recording.channels[name].fs, m)) is not None}
+    night = score_outputs(recording.name, probs, mask, channels=recording.modality_channels,
+                          true_stage=true_stage, model=model, notes=recording.notes, band_limited=band_limited)
+    night.summary.update(signal_summary(recording, mask))
+    return night
+
+
+def signal_summary(recording: Recording, mask: np.ndarray) -> dict:
+    """Input rates per modality (Hz) and the median over the epochs that used it of the per-epoch standard
+    deviation (µV): a check that units were read right (an EEG near 1 µV or 10,000 µV was not)."""
+    rates, std = {}, {}
+    for j, m in enumerate(MODALITIES):
+        if m not in recording.modality_channels:
+            continue
+        raw, rates[m] = recording.modality_windows(m, len(mask))  # [n, 30 * fs] µV
+        used = np.asarray(mask, bool)[:, j]
+        std[m] = round(float(np.median(np.std(raw[used], axis=1))), 3) if used.any() else None
+    return {"channel_rates_hz": rates, "signal_std_uv": std}
 
 
 # ---- writing --------------------------------------------------------------------------------------
@@ -293,15 +329,25 @@ class UploadError(ValueError):
         self.problem, self.fix = problem, fix
 
 
+def _named_files(text: str) -> list[str]:
+    """Files a WFDB header names: signal files, or segment headers (`<segment>.hea`) of a multi-segment record."""
+    lines = [line.split("#", 1)[0].split() for line in text.splitlines()]
+    lines = [parts for parts in lines if parts]
+    if not lines:
+        return []
+    segmented = "/" in lines[0][0]
+    return [f"{parts[0]}.hea" if segmented else parts[0] for parts in lines[1:] if parts[0] != "~"]
+
+
 def record_files(header: Path) -> list[Path]:
-    """A WFDB record's files: the .hea, the signal files it names, and label files with its name."""
+    """A WFDB record's files: the .hea, the signal files it names (segments too), and label files with its name."""
     header = Path(header)
     stem = header.stem
     files = {header}
-    for line in header.read_text(errors="replace").splitlines()[1:]:
-        parts = line.split()
-        if parts and not line.startswith("#") and (header.parent / parts[0]).is_file():
-            files.add(header.parent / parts[0])
+    for name in _named_files(header.read_text(errors="replace")):
+        path = header.parent / name
+        if path.is_file() and path not in files:
+            files.update(record_files(path) if path.suffix == ".hea" else [path])
     for extra in header.parent.iterdir():
         if extra.is_file() and extra.name.startswith(stem) and extra.name[len(stem) : len(stem) + 1] in (".", "-"):
             files.add(extra)
@@ -370,10 +416,16 @@ def _unzip_record(path: Path, workdir: Path, max_unpacked_bytes: int) -> Path:
         if symlinks:
             raise UploadError(f"zip entry {symlinks[0]!r} is a symbolic link", "zip the files themselves")
         headers = [i.filename for i in infos if i.filename.lower().endswith(".hea")]
+        texts = {h: archive.read(h)[:1 << 16].decode("latin-1") for h in headers}
+        masters = [h for h in headers if (_named_files(texts[h]) or [""])[0].endswith(".hea")]  # multi-segment
+        named = {f for h in headers for f in _named_files(texts[h])}
+        if len(masters) == 1 and set(headers) - {masters[0]} <= named:
+            headers = masters  # a multi-segment record: its header first, its segments among the named files
         if len(headers) != 1:
             raise UploadError(f"zip holds {len(headers)} .hea files", "zip exactly one WFDB record (one .hea and its files)")
         stem = headers[0][:-4]
-        others = [i.filename for i in infos if not (i.filename.startswith(stem) and i.filename[len(stem) : len(stem) + 1] in (".", "-"))]
+        others = [i.filename for i in infos if i.filename not in named
+                  and not (i.filename.startswith(stem) and i.filename[len(stem) : len(stem) + 1] in (".", "-"))]
         if others:
             raise UploadError(f"zip entry {others[0]!r} is not a file of record {stem!r}",
                               f"zip only {stem}.hea and {stem}.* / {stem}-* files")
@@ -392,14 +444,14 @@ def _unzip_record(path: Path, workdir: Path, max_unpacked_bytes: int) -> Path:
 
 def read_upload(
     path: str | Path, workdir: str | Path, *, max_unpacked_bytes: int, name: str | None = None,
-    channel_map: dict | None = None,
+    channel_map: dict | None = None, fill_gaps: bool = False,
 ) -> Recording:
     """An uploaded file -> Recording (raises UploadError for unreadable files)."""
     from .io import read_recording
 
     target = open_upload(path, workdir, max_unpacked_bytes=max_unpacked_bytes, name=name)
     try:
-        return read_recording(target, channel_map=channel_map or None)
+        return read_recording(target, channel_map=channel_map or None, fill_gaps=fill_gaps)
     except (ValueError, OSError, KeyError, IndexError, EOFError) as error:
         message = str(error).replace(f"{Path(workdir)}{os.sep}", "")  # no server paths in answers
         raise UploadError(f"cannot read it as a recording: {message}",

@@ -56,7 +56,8 @@ def test_record_folder_json(capsys, real, real_arousal_windows):
     assert len(summary["channels"]) == 13
     ecg = next(c for c in summary["channels"] if c["name"] == "ECG")
     assert ecg == {
-        "name": "ECG", "fs": 200.0, "unit": "uV", "n_samples": 5_147_000, "modality": "ecg", "alias_of": "ecg"
+        "name": "ECG", "fs": 200.0, "unit": "uV", "n_samples": 5_147_000, "modality": "ecg", "alias_of": "ecg",
+        "problem": None,
     }
     assert summary["modality_channels"]["eeg"] == "C4-M1"
     labels = summary["labels"]
@@ -92,10 +93,10 @@ def test_edf_with_low_rate_emg(capsys, tmp_path):
     summary = json.loads(out)
     assert code == 0 and summary["modality_channels"] == {"eeg": "EEG Fpz-Cz"}
     assert summary["missing_modalities"] == ["eog", "emg", "ecg"]
-    assert summary["notes"] == ["emg: EMG submental not usable (1 Hz < 100 Hz)"]
+    assert summary["notes"] == ["emg: 'EMG submental' left out: sampled at 1 Hz, below the 50 Hz the model needs"]
     assert summary["labels"] is None
     code, out, _ = _run(capsys, path)
-    assert "note: emg: EMG submental not usable" in out and "labels: none found" in out
+    assert "note: emg: 'EMG submental' left out: sampled at 1 Hz" in out and "labels: none found" in out
 
 
 @pytest.mark.parametrize(

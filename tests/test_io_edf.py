@@ -123,7 +123,7 @@ def test_alias_override(tmp_path):
     assert read_recording(path, "eeg=EEG Pz-Oz,eog=EEG Fpz-Cz").modality_channels["eog"] == "EEG Fpz-Cz"
     with pytest.raises(RecordError, match=r"night\.EDF: channel map eeg='C4-A1' names no channel.*EEG Fpz-Cz"):
         read_recording(path, {"eeg": "C4-A1"})
-    with pytest.raises(RecordError, match=r"emg='EMG submental' is sampled at 1 Hz"):
+    with pytest.raises(RecordError, match=r"emg='EMG submental': sampled at 1 Hz, below the 50 Hz"):
         read_recording(path, {"emg": "EMG submental"})
     with pytest.raises(ValueError, match="unknown modality 'resp'"):
         read_recording(path, "resp=Resp oro-nasal")
@@ -233,14 +233,14 @@ def test_edf_plus_d(tmp_path):
     assert len(read_recording(contiguous).channels["EEG"].data) == 6000
 
     _make_discontinuous(path, first_record=30, gap_s=15)  # 15 s missing after 30 s
-    with pytest.raises(RecordError, match=r"d\.edf: EDF\+D with gaps.*first at 30 s.*fill_gaps=True"):
+    with pytest.raises(RecordError, match=r"d\.edf: EDF\+D with 1 gap.*first at 30 s for 15 s.*score --fill-gaps"):
         read_recording(path)
     recording = read_recording(path, fill_gaps=True)
     eeg = recording.channels["EEG"].data
-    assert len(eeg) == 100 * 75 and recording.duration_s == 75
+    assert len(eeg) == 100 * 75 and recording.duration_s == 75 and recording.gaps_s == [(30.0, 15.0)]
     step = 100 / 65535
     np.testing.assert_allclose(eeg[:3000], data[:3000], atol=step)
-    np.testing.assert_array_equal(eeg[3000:4500], 0.0)
+    assert np.isnan(eeg[3000:4500]).all()  # the gap is missing data, not 0 µV
     np.testing.assert_allclose(eeg[4500:], data[3000:], atol=step)
     np.testing.assert_array_equal(recording.labels.stages, [0, 5])
     assert read_recording(path, load_signals=False).duration_s == 75  # header only: no error
@@ -269,8 +269,10 @@ def test_not_an_edf(tmp_path):
 def test_modality_channel_without_voltage_unit(tmp_path):
     path = tmp_path / "nounit.edf"
     edfio.Edf([edfio.EdfSignal(np.zeros(100 * 30), 100, label="EEG Fpz-Cz", physical_dimension="")]).write(path)
-    with pytest.raises(ValueError, match=r"nounit\.edf: channel 'EEG Fpz-Cz': physical unit '' is not a voltage"):
+    with pytest.raises(RecordError, match=r"nounit\.edf: no EEG.*'EEG Fpz-Cz' left out: physical unit '' is not a voltage"):
         read_recording(path)
+    with pytest.raises(RecordError, match=r"eeg='EEG Fpz-Cz': physical unit '' is not a voltage"):
+        read_recording(path, "eeg=EEG Fpz-Cz")
 
 
 def test_edf_labels_alone_need_stage_or_arousal(tmp_path):

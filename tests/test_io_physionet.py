@@ -251,7 +251,7 @@ def test_non_voltage_modality_channel(tmp_path):
     folder.mkdir()
     wfdb.wrsamp("odd", fs=FS, units=["%"], sig_name=["ECG"], p_signal=_signals()[:, 3:4], fmt=["16"],
                 write_dir=str(folder))
-    with pytest.raises(ValueError, match=r"odd\.hea: channel 'ECG'.*not a voltage"):
+    with pytest.raises(ValueError, match=r"odd\.hea: no EEG.*'ECG' left out: physical unit '%' is not a voltage"):
         read_recording(folder)
 
 

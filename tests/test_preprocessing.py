@@ -69,7 +69,7 @@ def test_vectorised_equals_window_by_window_bitwise():
 @pytest.mark.parametrize(
     "args, message",
     [
-        ((np.zeros(2700), 90, "eeg"), "below 100 Hz"),
+        ((np.zeros(1470), 49, "eeg"), "below 50 Hz"),
         ((np.zeros(5999), 200, "eeg"), "6000 samples"),
         ((np.zeros(6000), 200, "eegg"), "accepted: eeg, eog, emg, ecg"),
         ((np.r_[np.zeros(5999), np.nan], 200, "ecg"), "NaN or Inf"),
@@ -96,3 +96,69 @@ def test_config_mismatch_is_refused():
     with pytest.raises(ValueError, match="highpass_hz"):
         check_config_matches(recorded, where="bundle X")
     check_config_matches(DEFAULT_CONFIG.to_dict(), where="bundle X")
+
+
+# ---- rates of 50-99 Hz, and missing data --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fs", [50, 60, 64, 75, 80, 99])
+def test_upsampling_from_50_to_99_hz_creates_no_images(fs):
+    """White noise at fs < 100 Hz, upsampled: nothing above fs / 2 (60 dB down), the band below kept."""
+    from scipy import signal
+
+    x = np.random.default_rng(fs).normal(0, 10, (16, 30 * fs))
+    y = preprocess(x, fs, "emg").astype(np.float64) * DEFAULT_CONFIG.scale_uv["emg"]  # [16, 3000] µV
+    assert y.shape == (16, 3000)
+    f, p = signal.welch(y, fs=100, nperseg=1000, axis=-1)
+    p = p.mean(axis=0)
+    kept, above = p[(f > 1) & (f < 0.8 * fs / 2)].mean(), p[f > fs / 2 + 0.5]
+    assert len(above) == 0 or 10 * np.log10(above.mean() / kept) < -60, fs
+    assert np.std(y) == pytest.approx(10 * np.sqrt(0.8), rel=0.15)  # white noise keeps its power below 0.8 fs / 2
+
+
+def test_band_limit_is_reported_only_where_the_band_is_cut():
+    from physioserve.preprocessing import band_limit_hz
+
+    assert band_limit_hz(50, "eeg") == 20.0 and band_limit_hz(50, "emg") == 20.0
+    assert band_limit_hz(80, "eeg") is None and band_limit_hz(80, "ecg") == 32.0  # EEG stops at 31 Hz anyway
+    assert all(band_limit_hz(fs, m) is None for fs in (100, 128, 200, 256) for m in ("eeg", "eog", "emg", "ecg"))
+
+
+def test_rates_from_100_hz_keep_the_filter_they_always_had():
+    """>= 100 Hz: the anti-aliasing edges are the config's 40 / 50 Hz exactly, so outputs are unchanged bit for bit."""
+    from physioserve.preprocessing import _antialias_edges
+
+    for fs in (100, 128, 200, 250, 256, 500, 512, 1000, 100.5 * 2):
+        assert _antialias_edges(fs, DEFAULT_CONFIG) == (40.0, 50.0)
+    assert _antialias_edges(50, DEFAULT_CONFIG) == (20.0, 25.0)
+
+
+def test_missing_windows_flat_saturated_invalid():
+    from physioserve.preprocessing import missing_windows
+
+    rng = np.random.default_rng(3)
+    fs = 200
+    x = rng.normal(0, 20, (7, 30 * fs))  # [7, 6000] µV
+    x[1] = 0.0  # lead off: exactly 0 µV
+    x[2, 1000:2100] = 12.3  # constant for 5.5 s inside a normal window
+    x[3, 3000:4200] += rng.normal(0, 0.05, 1200) - x[3, 3000:4200]  # near-constant (0.3 µV p-p) for 6 s
+    x[4, 3000:3900] = 7.0  # constant for 4.5 s only: kept
+    x[5] = rng.normal(0, 1.5, 30 * fs)  # a quiet chin EMG (REM atonia): kept
+    x[6, 10] = np.nan
+    assert missing_windows(x, fs).tolist() == [False, True, True, True, False, False, True]
+    clipped = np.clip(rng.normal(0, 400, (2, 30 * fs)), -250, 250)  # ~53 % of the samples at +-250 µV
+    clipped[1] = np.clip(clipped[1], -100, 100) * 0.5  # within the limits: not clipped
+    assert missing_windows(clipped, fs, limits=(-250.0, 250.0)).tolist() == [True, False]
+    assert missing_windows(clipped, fs).tolist() == [False, False]  # limits unknown: only flat counts
+
+
+def test_a_lead_off_jittering_by_one_count_is_flat():
+    from physioserve.preprocessing import missing_windows
+
+    rng = np.random.default_rng(4)
+    step = 1.0  # µV per count: a coarse ADC
+    off = np.round(rng.normal(0, 0.4, (1, 6000)))  # +-1 count around 0: 2 µV peak-to-peak
+    assert missing_windows(off, 200).tolist() == [False]  # without the step: above 0.5 µV
+    assert missing_windows(off, 200, step=step).tolist() == [True]
+    quiet = np.round(rng.normal(0, 1.5, (1, 6000)) / step) * step  # a quiet real EMG, quantised
+    assert missing_windows(quiet, 200, step=step).tolist() == [False]

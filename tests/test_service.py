@@ -24,13 +24,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_export_fixtures import tiny_pipeline, write_edf, write_wfdb
+from test_field_cases import REFUSED, SCORED, STD_UV, field, subsecond  # noqa: F401 - fixtures
 
+from physioserve.api_models import Window
+from physioserve.api_requests import BadInput, windows_to_arrays
 from physioserve.preprocessing import preprocess
+from physioserve.request_guard import RequestGuard, Route
 from physioserve.runtime import InferenceSession
 
 REPO = Path(__file__).resolve().parents[1]
 RNG = np.random.default_rng(5)
-LIMITS = {"PHYSIOSERVE_MAX_WINDOWS": "16", "PHYSIOSERVE_MAX_BODY_MB": "2", "PHYSIOSERVE_MAX_UPLOAD_MB": "3"}
+LIMITS = {"PHYSIOSERVE_MAX_WINDOWS": "16", "PHYSIOSERVE_MAX_BODY_MB": "2", "PHYSIOSERVE_MAX_UPLOAD_MB": "9"}
 
 
 @pytest.fixture(scope="session")
@@ -59,10 +63,9 @@ def window(fs: float = 200, **modalities) -> dict:
 # ---- in process ------------------------------------------------------------------------------------
 
 
-def test_service_preprocessing_is_the_shared_function_bit_for_bit(service):
-    windows = [service.Window(**window(200, eeg=1, ecg=1)), service.Window(**window(256, eog=1)),
-               service.Window(**window(200, eeg=1, ecg=1))]
-    signals, mask = service.windows_to_arrays(windows)
+def test_service_preprocessing_is_the_shared_function_bit_for_bit():
+    windows = [Window(**window(200, eeg=1, ecg=1)), Window(**window(256, eog=1)), Window(**window(200, eeg=1, ecg=1))]
+    signals, mask = windows_to_arrays(windows, 128)
     assert mask.tolist() == [[True, False, False, True], [False, True, False, False], [True, False, False, True]]
     assert np.array_equal(signals[1, 1], preprocess(np.asarray(windows[1].eog), 256, "eog"))
     assert np.array_equal(signals[2, 0], preprocess(np.asarray(windows[2].eeg), 200, "eeg"))
@@ -74,40 +77,67 @@ def test_service_preprocessing_is_the_shared_function_bit_for_bit(service):
     ([], "windows", "empty list"),
     ([{"fs": 100, "eeg": [0.0] * 3000}] * 129, "windows", "over the limit of 128"),
     ([{"fs": 200, "eeg": [0.0] * 5999}], "windows[0].eeg", "5999 samples, but a 30 s window at 200 Hz has 6000"),
-    ([{"fs": 99, "eeg": [0.0] * 2970}], "windows[0].fs", "below 100 Hz"),
+    ([{"fs": 49, "eeg": [0.0] * 1470}], "windows[0].fs", "below 50 Hz"),
     ([{"fs": 100.01, "eeg": [0.0] * 3000}], "windows[0].fs", "whole number"),
     ([{"fs": 100, "eeg": [0.0] * 2999 + [float("nan")]}], "windows[0].eeg", "sample 2999 is nan"),
     ([{"fs": 100, "ecg": [float("inf")] + [0.0] * 2999}], "windows[0].ecg", "sample 0 is inf"),
     ([{"fs": 100}], "windows[0]", "no modality present"),
     ([{"fs": 100, "eeg": [0.0] * 3000}, {"fs": 100, "resp": [0.0] * 3000}], "windows[1].resp", "unknown modality"),
+    ([{"fs": 100, "eeg": [1e9] * 3000}], "windows[0].eeg", "beyond +-1e+07"),
+    ([{"fs": 100, "eeg": [3.0] * 3000, "emg": [0.0] * 3000}], "windows[0]", "every modality of this window is flat"),
+    ([{"fs": 1e308, "eeg": [0.0] * 3}], "windows[0].fs", "inf samples"),
 ])
-def test_bad_windows_name_the_field_and_the_fix(service, payload, field, text):
-    with pytest.raises(service.BadInput) as caught:
-        service.windows_to_arrays([service.Window(**w) for w in payload])
+def test_bad_windows_name_the_field_and_the_fix(payload, field, text):
+    with pytest.raises(BadInput) as caught:
+        windows_to_arrays([Window(**w) for w in payload], 128)
     assert caught.value.field == field and text in str(caught.value) and caught.value.fix in str(caught.value)
     assert caught.value.status == 400
 
 
-def test_body_limit_middleware(service):
+def test_flat_modality_of_a_window_is_masked_there():
+    rng = np.random.default_rng(0)
+    flat = Window(fs=100, eeg=rng.normal(0, 30, 3000).tolist(), emg=[4.0] * 3000)
+    signals, mask = windows_to_arrays([flat, Window(fs=100, emg=rng.normal(0, 5, 3000).tolist())], 8)
+    assert mask.tolist() == [[True, False, False, False], [False, False, True, False]]
+    assert not signals[0, 2].any()
+
+
+def test_request_guard_limits_media_types_and_forms():
+    """The guard on a plain Starlette app: sizes, media types, form structure, BentoML-style answers rewritten."""
     from starlette.applications import Starlette
-    from starlette.responses import PlainTextResponse
-    from starlette.routing import Route
+    from starlette.responses import JSONResponse, PlainTextResponse
+    from starlette.routing import Route as StarletteRoute
     from starlette.testclient import TestClient
 
     async def echo(request):
         return PlainTextResponse(str(len(await request.body())))
 
-    app = service.BodyLimit(Starlette(routes=[Route("/score", echo, methods=["POST"]), Route("/x", echo, methods=["POST"])]),
-                            limits={"/score": 100}, default=10)
+    async def pydantic_like(request):
+        return JSONResponse({"error": "1 validation error", "detail": [{"type": "float_parsing", "loc": ["windows", 0, "fs"],
+                                                                          "msg": "Input should be a valid number"}]}, 400)
+
+    routes = {"/score": Route("/score", 600, ("file", "name"), frozenset({"file"}), frozenset({"file"})),
+              "/x": Route("/x", 10, ("windows",), frozenset(), frozenset()),
+              "/v": Route("/v", 100, ("windows",), frozenset(), frozenset())}
+    app = RequestGuard(Starlette(routes=[StarletteRoute(p, echo if p != "/v" else pydantic_like, methods=["POST"])
+                                         for p in routes]), routes)
     client = TestClient(app)
     assert client.post("/x", content=b"a" * 10).text == "10"
     refused = client.post("/x", content=b"a" * 11)
     assert refused.status_code == 413 and refused.json()["field"] == "body"
-    assert client.post("/score", content=b"a" * 100).text == "100"
-    assert client.post("/score", content=b"a" * 101).json()["field"] == "file"
-    chunked = client.post("/x", content=iter([b"a" * 6, b"a" * 6]))  # no content-length
-    assert chunked.status_code == 413
+    assert client.post("/x", content=iter([b"a" * 6, b"a" * 6])).status_code == 413  # chunked, counted
     assert client.post("/x", content=iter([b"a" * 4, b"a" * 4])).text == "8"
+    assert client.post("/x", content=b"{}", headers={"content-type": "text/plain"}).status_code == 415
+    rewritten = client.post("/v", json={}).json()
+    assert rewritten["field"] == "windows[0].fs" and "valid number" in rewritten["error"] and rewritten["fix"]
+    form = client.post("/score", files={"file": ("n.edf", b"x" * 100)}, data={"name": "n"})
+    assert form.status_code == 200 and int(form.text) > 100  # the whole form replayed to the app
+    assert client.post("/score", files={"file": ("n.edf", b"x" * 800)}).json()["field"] == "file"  # 413
+    assert client.post("/score", files={"upload": ("n.edf", b"x")}).json()["field"] == "upload"
+    assert client.post("/score", files={"file": (None, "text")}).json()["error"].startswith("file: a plain text value")
+    assert client.post("/score", files={"file": ("n.edf", b"x"), "name": ("n.txt", b"n")}).json()["field"] == "name"
+    assert client.post("/score", content=b"--b\r\n", headers={"content-type": "multipart/form-data"}).json()["field"] \
+        == "Content-Type"
 
 
 def test_the_asgi_app_in_process(service, pipeline):
@@ -196,7 +226,7 @@ def test_health_readiness_metrics_metadata(server):
     assert meta["name"] == "physioserve" and meta["version"] == "0.0.1-test"
     assert meta["card_summary"].startswith("Multimodal sleep model")
     assert meta["class_names"]["sleep_stage"] == ["W", "N1", "N2", "N3", "REM"]
-    assert meta["limits"]["max_windows_per_request"] == 16 and meta["limits"]["max_upload_bytes"] == 3 << 20
+    assert meta["limits"]["max_windows_per_request"] == 16 and meta["limits"]["max_upload_bytes"] == 9 << 20
     assert meta["runtime"]["providers"] == ["CPUExecutionProvider"] and meta["export"]["parity"]["passed"]
     requests.post(f"{server}/predict", json={"windows": [window(100)]})
     metrics = requests.get(f"{server}/metrics").text
@@ -219,7 +249,7 @@ def test_predict_with_curl_matches_the_runtime(server, pipeline, service, tmp_pa
     assert data["model"]["version"] == "0.0.1-test"
     predictions = data["predictions"]
     assert [p["modalities"] for p in predictions] == [["eeg", "ecg"], ["eog", "emg"], ["eeg", "eog", "emg", "ecg"]]
-    signals, mask = service.windows_to_arrays([service.Window(**w) for w in windows])
+    signals, mask = windows_to_arrays([Window(**w) for w in windows], 128)
     local = InferenceSession(pipeline["bundle"]).predict(signals, mask)
     for i, p in enumerate(predictions):
         probs = [p["sleep_stage"]["probabilities"][n] for n in ("W", "N1", "N2", "N3", "REM")]
@@ -296,25 +326,24 @@ def test_every_bad_input_gets_a_4xx_and_the_server_stays_up(server, tmp_path):
     edf = write_edf(tmp_path / "n.edf", minutes=2).read_bytes()
     predict_cases = {
         "wrong length": ({"windows": [{"fs": 200, "eeg": [0.0] * 3000}]}, 400, "windows[0].eeg"),
-        "rate below 100": ({"windows": [{"fs": 50, "eeg": [0.0] * 1500}]}, 400, "windows[0].fs"),
+        "rate below 50": ({"windows": [{"fs": 40, "eeg": [0.0] * 1200}]}, 400, "windows[0].fs"),
+        "flat window": ({"windows": [{"fs": 50, "eeg": [0.0] * 1500}]}, 400, "windows[0]"),
         "NaN": ('{"windows": [{"fs": 100, "eeg": [NaN' + ", 0.0" * 2999 + "]}]}", 400, "windows[0].eeg"),
         "Infinity": ('{"windows": [{"fs": 100, "emg": [Infinity' + ", 0.0" * 2999 + "]}]}", 400, "windows[0].emg"),
         "no modality": ({"windows": [{"fs": 100}]}, 400, "windows[0]"),
         "unknown modality": ({"windows": [{"fs": 100, "eeg": [0.0] * 3000, "spo2": [0.0] * 3000}]}, 400, "windows[0].spo2"),
         "too many windows": ({"windows": [{"fs": 100, "eeg": [0.0] * 3000}] * 17}, 400, "windows"),
         "body too large": ({"windows": [{"fs": 1000, "eeg": [0.123456789] * 30000}] * 8}, 413, "body"),
-        "not JSON": ("{windows: ", 400, None),
-        "wrong type": ({"windows": [{"fs": "fast", "eeg": [0.0] * 3000}]}, 400, None),
+        "not JSON": ("{windows: ", 400, "body"),
+        "wrong type": ({"windows": [{"fs": "fast", "eeg": [0.0] * 3000}]}, 400, "windows[0].fs"),
+        "not an object": ("[1, 2]", 400, "body"),
     }
     for name, (payload, status, field) in predict_cases.items():
         data = payload if isinstance(payload, str) else json.dumps(payload)
         response = requests.post(f"{server}/predict", data=data, headers={"Content-Type": "application/json"}, timeout=60)
         assert response.status_code == status, (name, response.text[:300])
         body = response.json()
-        if field is not None:
-            assert body["field"] == field and field in body["error"] and body["fix"], name
-        else:  # BentoML's own validation answer names the field in `detail`
-            assert "error" in body, name
+        assert body["field"] == field and field in body["error"] and body["fix"], name
         assert alive(server), name
     score_cases = {
         "unreadable file": (("x.edf", b"this is not a recording"), 400, "first bytes"),
@@ -323,7 +352,7 @@ def test_every_bad_input_gets_a_4xx_and_the_server_stays_up(server, tmp_path):
         "foreign file in zip": (("r.zip", _zip({"rec01.hea": hea, "rec01.dat": dat, "run.sh": b"#!"})), 400, "not a file of record"),
         "two records": (("r.zip", _zip({"rec01.hea": hea, "rec01.dat": dat, "rec02.hea": hea})), 400, "2 .hea files"),
         "missing signal file": (("r.zip", _zip({"rec01.hea": hea})), 400, "cannot read it as a recording"),
-        "upload too large": (("big.edf", b"0       " + b"\0" * (3 << 20)), 413, "byte limit"),
+        "upload too large": (("big.edf", b"0       " + b"\0" * (9 << 20)), 413, "byte limit"),
     }
     for name, (file, status, text) in score_cases.items():
         response = requests.post(f"{server}/score", files={"file": file}, timeout=60)
@@ -336,8 +365,127 @@ def test_every_bad_input_gets_a_4xx_and_the_server_stays_up(server, tmp_path):
     assert response.status_code == 400 and response.json()["field"] == "channel_map"
     response = requests.post(f"{server}/score", files={"file": ("n.edf", edf)}, data={"channel_map": "eeg=NOPE"})
     assert response.status_code == 400 and "NOPE" in response.json()["error"]
-    assert requests.post(f"{server}/score", data={"name": "x"}).status_code == 400  # no file at all
+    assert requests.post(f"{server}/score", data={"name": "x"}).status_code == 415  # a form without any file
+    assert requests.post(f"{server}/score", files={"name": (None, "x")}).json()["field"] == "file"
     assert requests.post(f"{server}/predict", json=ok).status_code == 200  # still serving
+
+
+@pytest.mark.server
+def test_malformed_requests_of_real_clients_get_4xx(server, tmp_path):
+    """The four request kinds of the field-cases README: each a 4xx with error, field and fix; never 500."""
+    import requests
+
+    edf = write_edf(tmp_path / "n.edf", minutes=1).read_bytes()
+    form = b"--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"n.edf\"\r\n\r\n" + edf + b"\r\n--x--\r\n"
+    cases = {
+        "multipart without a boundary": (dict(data=form, headers={"Content-Type": "multipart/form-data"}), 400, "Content-Type"),
+        "file under another field name": (dict(files={"upload": ("n.edf", edf)}), 400, "upload"),
+        "plain text where the file goes": (dict(files={"file": (None, "night.edf")}), 400, "file"),
+        "form data to /predict": (dict(files={"windows": ("w.json", b"[]")}), 415, "Content-Type"),
+        "truncated form": (dict(data=form[:-20], headers={"Content-Type": "multipart/form-data; boundary=x"}), 400, "body"),
+        "JSON to /score": (dict(json={"file": "/etc/passwd"}), 415, "Content-Type"),
+    }
+    for name, (request, status, field) in cases.items():
+        route = "/predict" if "predict" in name else "/score"
+        response = requests.post(f"{server}{route}", timeout=60, **request)
+        assert response.status_code == status, (name, response.text[:300])
+        body = response.json()
+        assert body["field"] == field and body["error"].startswith(f"{field}: ") and body["fix"], (name, body)
+        assert alive(server), name
+    assert requests.post(f"{server}/score", data=form, headers={"Content-Type": "multipart/form-data; boundary=x"},
+                         timeout=60).status_code == 200  # the same form, well formed, is scored
+
+
+@pytest.mark.server
+def test_internal_infer_route_is_validated_and_size_limited(server):
+    """/infer stays reachable (a remote replica's self-client uses it) but takes only what /predict sends."""
+    import requests
+
+    from physioserve.runtime import pack_windows, unpack_outputs
+
+    signals = np.zeros((1, 4, 3000), np.float32)
+    signals[0, 0] = RNG.normal(0, 1, 3000)
+    mask = np.array([[True, False, False, False]])
+    packed = pack_windows(signals, mask)
+    ok = requests.post(f"{server}/infer", json={"windows": packed}, timeout=60)
+    assert ok.status_code == 200 and unpack_outputs(ok.json(), 32)["embedding"].shape == (1, 32)
+    unknown = requests.post(f"{server}/infer", json={"windows": ["ref:" + "0" * 32]}, timeout=60)
+    assert unknown.status_code == 200 and unknown.json() == [""]  # a key that is not parked here: no result
+    for payload, field in [({"windows": ["not a window"]}, "windows[0]"), ({"windows": packed * 17}, "windows"),
+                           ({"windows": "x"}, "windows"), ({}, "windows")]:
+        response = requests.post(f"{server}/infer", json=payload, timeout=60)
+        assert response.status_code == 400 and response.json()["field"] == field, (payload if len(str(payload)) < 99 else field)
+    big = requests.post(f"{server}/infer", data=b'{"windows": ["' + b"A" * (3 << 20) + b'"]}',
+                        headers={"Content-Type": "application/json"}, timeout=60)
+    assert big.status_code == 413 and big.json()["field"] == "body"
+    assert alive(server)
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("name", list(SCORED) + list(REFUSED))
+def test_score_field_cases_through_the_service(server, shared_data, name):
+    import requests
+
+    from physioserve.scoring import upload_payload
+
+    filename, payload = upload_payload(shared_data / "field-cases" / name)
+    response = requests.post(f"{server}/score", files={"file": (filename, payload)}, timeout=120)
+    if name in REFUSED:
+        assert response.status_code == 400 and REFUSED[name] in response.json()["error"]
+        assert response.json()["field"] == "file" and "/work" not in response.json()["error"]
+        return
+    assert response.status_code == 200, response.text[:300]
+    data = response.json()
+    _, used, note = SCORED[name]
+    assert data["record"] == Path(name).stem and len(data["epochs"]) == 10
+    assert [e["modalities"] for e in data["epochs"]] == used
+    assert data["summary"]["epochs_per_modality_set"] == {s: used.count(s) for s in set(used)}
+    assert (note is None and data["summary"]["notes"] == []) or any(note in n for n in data["summary"]["notes"])
+    assert data["summary"]["channel_rates_hz"] == SCORED[name][0]
+    for m, std in data["summary"]["signal_std_uv"].items():
+        assert std == pytest.approx(STD_UV[m], rel=0.05), m
+
+
+@pytest.mark.server
+def test_score_flat_eeg_epochs_equal_the_file_without_eeg(server, shared_data):
+    import requests
+
+    scored = {}
+    for name in ("20a_eeg_flat_second_half.edf", "20b_no_eeg_control.edf"):
+        path = shared_data / "field-cases" / name
+        scored[name] = requests.post(f"{server}/score", files={"file": (name, path.read_bytes())}, timeout=120).json()
+    flat, control = (scored[n]["epochs"] for n in scored)
+    keys = [k for k in flat[0] if k.startswith("p_")]
+    assert [[e[k] for k in keys] for e in flat[5:]] == [[e[k] for k in keys] for e in control[5:]]
+    assert [e["modalities"] for e in flat] == ["eeg+eog+emg"] * 5 + ["eog+emg"] * 5
+
+
+@pytest.mark.server
+def test_score_subsecond_edf_through_the_service(server, subsecond):
+    import requests
+
+    response = requests.post(f"{server}/score", files={"file": ("subsecond.edf", subsecond.read_bytes())}, timeout=300)
+    assert response.status_code == 200, response.text[:300]
+    data = response.json()
+    assert len(data["epochs"]) == 300 and [e["true_stage"] for e in data["epochs"][:5]] == ["W", "N1", "N2", "N3", "REM"]
+    assert data["summary"]["reference"]["labelled_epochs"] == 300
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_schemathesis_finds_no_server_error(server, tmp_path):
+    """Property-based fuzzing of the live OpenAPI schema (positive and negative data): no 5xx, still ready."""
+    import requests
+
+    if shutil.which("schemathesis") is None and not (Path(sys.executable).parent / "schemathesis").exists():
+        pytest.skip("schemathesis is not installed (pip install -e '.[dev]')")
+    cli = shutil.which("schemathesis") or str(Path(sys.executable).parent / "schemathesis")
+    run = subprocess.run([cli, "run", f"{server}/docs.json", "--checks", "not_a_server_error", "--max-examples", "25",
+                          "--seed", "7", "--request-timeout", "60", "--phases", "examples,coverage,fuzzing",
+                          "--mode", "all"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert "generated" in run.stdout and " passed" in run.stdout
+    assert requests.get(f"{server}/readyz", timeout=10).status_code == 200
 
 
 @pytest.mark.server
@@ -424,3 +572,20 @@ def test_gpu_bentofile_builds_offline_with_onnxruntime_gpu_and_a_gpu(pipeline):
     assert "gpu: 1" in manifest and "cuda_version: 12" in manifest
     requirements = (Path(bento.path) / "env" / "python" / "requirements.txt").read_text().split()
     assert "onnxruntime-gpu>=1.18" in requirements and not any(r.startswith("onnxruntime>") for r in requirements)
+
+
+def test_request_guard_methods_and_part_counts():
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route as StarletteRoute
+    from starlette.testclient import TestClient
+
+    async def echo(request):
+        return PlainTextResponse("ok")
+
+    routes = {"/score": Route("/score", 1 << 20, ("file", "name"), frozenset({"file"}), frozenset({"file"}))}
+    client = TestClient(RequestGuard(Starlette(routes=[StarletteRoute("/score", echo, methods=["POST"])]), routes))
+    got = client.get("/score")
+    assert got.status_code == 405 and got.json()["field"] == "method" and "POST /score" in got.json()["fix"]
+    many = [("file", ("n.edf", b"x"))] + [("name", (None, "n"))] * 20
+    assert client.post("/score", files=many).json()["error"].startswith("body: 21 form parts")

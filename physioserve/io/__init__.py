@@ -65,9 +65,14 @@ def _kind(path: Path) -> str:
     if path.suffix.lower() in EDF_SUFFIXES:
         return "edf"
     if is_label_file(path):
-        raise RecordError(f"{path}: is a label file; read it with read_labels, or give the record ({ACCEPTED_INPUTS})")
+        raise RecordError(f"{path}: is a label file; inspect it with `physioserve inspect`, or give the record "
+                          f"({ACCEPTED_INPUTS})")
     if path.suffix.lower() in (".mat", ".dat"):
         raise RecordError(f"{path}: is a WFDB signal file; give the .hea next to it (or its folder)")
+    if path.suffix.lower() in (".atr", ".ann", ".qrs", ".ecg"):
+        raise RecordError(f"{path}: is a WFDB annotation file (beats or events, no signals); give the record's .hea")
+    if path.suffix.lower() in (".gz", ".bz2", ".xz", ".zip", ".7z"):
+        raise RecordError(f"{path}: is compressed; unpack it first (e.g. gunzip), then give the .edf/.bdf or the .hea")
     raise RecordError(f"{path}: unknown file type {path.suffix or '(no extension)'!r}; give {ACCEPTED_INPUTS}")
 
 
@@ -83,7 +88,7 @@ def read_recording(
 ) -> Recording:
     """Read one recording: signals in µV (voltage channels), the modality map, labels, age/sex.
 
-    channel_map: {modality: channel} (or 'eeg=C4-A1,eog=EOG(L)') overriding the alias table.
+    channel_map: {modality: channel} (or 'eeg=C4-A1,eog=EOG(L)') overriding the channel patterns.
     load_signals=False: header only; channels have empty data and a known length (`HeaderChannel`).
     all_channels: keep every channel, not only the ones chosen for the four modalities.
     require_modality: raise when no channel maps to EEG/EOG/EMG/ECG (off for inspection).

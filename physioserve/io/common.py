@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 import numpy as np
 
-from ..modalities import TARGET_FS, map_channels, modality_of
-from ..recording import Channel, microvolt_factor
+from ..modalities import MIN_INPUT_FS, TARGET_FS, map_channels, modality_of
+from ..preprocessing import band_limit_hz
+from ..recording import Channel, is_voltage, microvolt_factor
 from .errors import RecordError
 
 MICROVOLT = "uV"
@@ -28,26 +29,56 @@ def n_samples_of(channel: Channel) -> int:
     return channel.n_samples if isinstance(channel, HeaderChannel) else len(channel.data)
 
 
-def to_microvolts(data: np.ndarray, unit: str, *, where: str, required: bool) -> tuple[np.ndarray, str]:
-    """Scale `data` to µV when `unit` is a voltage. Non-voltage units stay as they are unless `required`."""
+def to_microvolts(data: np.ndarray, unit: str, *, where: str, required: bool) -> tuple[np.ndarray, str, float]:
+    """(data, unit, factor): in µV when `unit` is a voltage; other units stay as they are unless `required`."""
     try:
         factor = microvolt_factor(unit, where=where)
     except ValueError:
         if required:
             raise
-        return data, unit
-    return (data * factor if factor != 1.0 else data), MICROVOLT
+        return data, unit, 1.0
+    return (data * factor if factor != 1.0 else data), MICROVOLT, factor
+
+
+def make_channel(head: HeaderChannel, data: np.ndarray | None, *, where: str, required: bool) -> Channel:
+    """A read channel from its header (`data` in header units; None: header only), voltages in µV."""
+    if data is None:
+        _, unit, _ = to_microvolts(np.empty(0), head.unit, where=where, required=required)
+        return HeaderChannel(head.name, np.empty(0), head.fs, unit, n_samples=head.n_samples)
+    data, unit, factor = to_microvolts(data, head.unit, where=where, required=required)
+    limits = None if head.limits is None else (min(head.limits) * factor, max(head.limits) * factor)
+    step = None if head.step is None else abs(head.step) * factor
+    return Channel(head.name, data, head.fs, unit, limits, step)
+
+
+def channel_problem(channel: Channel, calibration: str | None = None) -> str | None:
+    """Why a channel cannot feed a model modality (uncalibrated, not a voltage, too slow), or None."""
+    if calibration:
+        return calibration
+    if not is_voltage(channel.unit):
+        return f"physical unit {channel.unit!r} is not a voltage (uV, mV, V)"
+    if not channel.fs >= MIN_INPUT_FS:
+        return f"sampled at {channel.fs:g} Hz, below the {MIN_INPUT_FS} Hz the model needs"
+    return None
 
 
 def choose_modalities(
-    channels: dict[str, Channel], override: dict[str, str] | None, *, where: str
-) -> dict[str, str]:
-    """{modality: channel name}: the alias table picks among channels sampled at >= 100 Hz; `override` wins.
+    channels: dict[str, Channel],
+    override: dict[str, str] | None,
+    *,
+    where: str,
+    calibration: dict[str, str] | None = None,
+) -> tuple[dict[str, str], list[str]]:
+    """({modality: channel name}, notes): the patterns pick among usable channels; `override` wins.
 
-    A channel below 100 Hz (Sleep-EDF's 1 Hz 'EMG submental' envelope) cannot feed the model, so the alias
-    table skips it and the modality is left absent; naming it in `override` is an error.
+    A channel is usable when it is calibrated (`calibration`: {name: problem} from the reader), its
+    unit is a voltage and it runs at >= 50 Hz. A recognised channel that is not usable is left out
+    with a note (Sleep-EDF's 1 Hz 'EMG submental' envelope, an EDF channel whose physical range is
+    0 to 0), and the next usable candidate is taken; naming it in `override` is an error. A chosen
+    channel below 100 Hz gets a note: it is upsampled and band-limited.
     """
     override = dict(override or {})
+    problems = {name: p for name, c in channels.items() if (p := channel_problem(c, (calibration or {}).get(name)))}
     names = list(channels)
     for modality, name in override.items():
         if name not in channels:
@@ -55,20 +86,30 @@ def choose_modalities(
                 f"{where}: channel map {modality}={name!r} names no channel of this recording; "
                 f"channels: {', '.join(names) or '(none)'}"
             )
-        if channels[name].fs < TARGET_FS:
+        if name in problems:
             raise RecordError(
-                f"{where}: channel map {modality}={name!r} is sampled at {channels[name].fs:g} Hz; "
-                f"the model needs >= {TARGET_FS} Hz, map another channel"
+                f"{where}: channel map {modality}={name!r}: {problems[name]}; map another channel, "
+                "or fix the file's header"
             )
-    usable = [n for n in names if channels[n].fs >= TARGET_FS or n in override.values()]
     try:
-        return map_channels(usable, override)
+        chosen = map_channels([n for n in names if n not in problems or n in override.values()], override)
     except ValueError as error:
         raise RecordError(f"{where}: {error}") from None
+    notes = [
+        f"{modality}: {name!r} left out: {problems[name]}"
+        for name in names
+        if name in problems and (modality := modality_of(name)) is not None and modality not in override
+    ]
+    for modality, name in chosen.items():
+        edge = band_limit_hz(channels[name].fs, modality)
+        if edge is not None:
+            notes.append(f"{modality}: {name!r} at {channels[name].fs:g} Hz is upsampled to {TARGET_FS} Hz; "
+                         f"band-limited: nothing above {edge:g} Hz")
+    return chosen, notes
 
 
 def skipped_candidates(channels: dict[str, Channel], modality_channels: dict[str, str]) -> dict[str, list[str]]:
-    """Channels the alias table knows but that were not chosen, per modality (for `inspect`)."""
+    """Channels the patterns recognise but that were not chosen, per modality (for `inspect`)."""
     out: dict[str, list[str]] = {}
     chosen = set(modality_channels.values())
     for name in channels:
@@ -78,13 +119,16 @@ def skipped_candidates(channels: dict[str, Channel], modality_channels: dict[str
     return out
 
 
-def require_modality(modality_channels: dict[str, str], channels: dict[str, Channel], *, where: str) -> None:
-    """Raise when no channel maps to any model modality."""
+def require_modality(
+    modality_channels: dict[str, str], channels: dict[str, Channel], *, where: str, notes: list[str] = ()
+) -> None:
+    """Raise when no channel maps to any model modality (naming the channels left out, and why)."""
     if not modality_channels:
         listed = ", ".join(f"{n} ({c.fs:g} Hz)" for n, c in channels.items()) or "(none)"
+        why = f"; {'; '.join(notes)}" if notes else ""
         raise RecordError(
-            f"{where}: no EEG, EOG, EMG or ECG channel at >= {TARGET_FS} Hz found among: {listed}; "
-            "name one with a channel map, e.g. --channel-map eeg=C4-A1"
+            f"{where}: no EEG, EOG, EMG or ECG channel usable by the model (calibrated, in volts, at >= "
+            f"{MIN_INPUT_FS} Hz) among: {listed}{why}; name one with a channel map, e.g. --channel-map eeg=C4-A1"
         )
 
 

@@ -2,7 +2,7 @@
 
 Signals come in physical units from the header; voltage channels are converted to µV from their
 physical dimension. Channels may run at different rates. Channel names map to modalities through
-`modalities.map_channels` (the alias table, or the user's override).
+`modalities.map_channels` (the channel patterns, or the user's override).
 
 EDF+ annotations become labels: `Sleep stage W/1/2/3/4/R/?` (also `N1`, `N2`, `N3`, `REM`, `Wake`;
 stage 4 -> N3; `?` and `Movement time` -> undefined) on the 30 s grid from the recording start, read
@@ -10,8 +10,10 @@ at each epoch's midpoint (an annotation with a duration covers its span; one wit
 next stage annotation), and arousals (`Arousal`, `EEG arousal`, `arousal_*`, or `(name` ... `name)`
 pairs) -> arousal regions.
 
-EDF+D: data records with gaps between them are placed at their true times only when
-`fill_gaps=True` (the gaps become 0 µV); by default a gap is an error that says so.
+EDF+D: data records whose onsets are back to back within a tenth of a sample read as continuous;
+with real gaps between them they are placed at their true times only when `fill_gaps=True` (the
+gaps hold NaN: missing data, masked per window); by default a gap is an error that says so.
+A data-record duration of 0 is refused unless the file holds annotations only (EDF+ spec).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import numpy as np
 
 from ..modalities import EPOCH_SECONDS, STAGE_UNDEFINED
 from ..recording import Channel, Labels, Recording
-from .common import HeaderChannel, choose_modalities, require_modality, stages_from_intervals, to_microvolts
+from .common import HeaderChannel, choose_modalities, make_channel, require_modality, stages_from_intervals
 from .errors import RecordError
 
 EDF_SUFFIXES = (".edf", ".bdf")
@@ -58,41 +60,57 @@ def read_edf(
 
     `load_signals=False` reads the header and annotations only (channels with empty data and a known
     length). Only the channels chosen for the four modalities are kept unless `all_channels`. An
-    annotation-only file (no signals) needs `require_modality_channel=False`.
+    annotation-only file (no signals) needs `require_modality_channel=False`. A channel whose
+    calibration cannot be computed from its header (physical or digital range degenerate or not a
+    number) is never read: it is left out of the modality map with a note (`Recording.notes`).
+    `fill_gaps`: EDF+D records are placed at their onsets and the gaps hold NaN (missing data).
     """
     path = Path(path)
     edf = _open(path)
-    onsets = _record_onsets(edf, path, fill_gaps=fill_gaps or not load_signals)  # None unless gaps
+    max_fs = max((float(s.sampling_frequency) for s in edf.signals), default=0.0)
+    onsets, gaps = _record_onsets(edf, path, max_fs, fill_gaps=fill_gaps or not load_signals)  # None unless gaps
     record_s = _span_s(edf, onsets)
 
     headers: dict[str, HeaderChannel] = {}
-    for signal in edf.signals:
+    calibration: dict[str, str] = {}
+    ranges: dict[str, tuple[float, float, float, float]] = {}
+    kind = "BDF" if path.suffix.lower() == ".bdf" else "EDF"
+    for signal, fields in zip(edf.signals, _signal_fields(path)):
         name = _unique(signal.label.strip(), headers)
         fs = float(signal.sampling_frequency)
         if onsets is None:
             n = int(signal.samples_per_data_record * edf.num_data_records)
         else:
             n = int(round(record_s * fs))
-        headers[name] = HeaderChannel(name, np.empty(0), fs, signal.physical_dimension.strip(), n)
-    modality_channels = choose_modalities(headers, channel_map, where=str(path))
+        scale, problem = calibration_of(fields, kind)
+        limits = step = None
+        if problem is None:
+            ranges[name] = scale
+            limits, step = (scale[0], scale[1]), (scale[1] - scale[0]) / (scale[3] - scale[2])
+        headers[name] = HeaderChannel(name, np.empty(0), fs, signal.physical_dimension.strip(), limits, step, n_samples=n)
+        if problem is not None:
+            calibration[name] = problem
+    modality_channels, notes = choose_modalities(headers, channel_map, where=str(path), calibration=calibration)
     if require_modality_channel:
-        require_modality(modality_channels, headers, where=str(path))
+        require_modality(modality_channels, headers, where=str(path), notes=notes)
     chosen = set(modality_channels.values())
 
     channels: dict[str, Channel] = {}
     for signal, (name, head) in zip(edf.signals, headers.items()):
-        if not (all_channels or name in chosen):
+        if not (all_channels or name in chosen) or (load_signals and name in calibration):
             continue
-        where = f"{path}: channel {name!r}"
+        if name in calibration:  # header only (inspect): shown with its problem, never read
+            channels[name] = head
+            continue
+        data = None
         if load_signals:
-            data = np.asarray(signal.data, np.float64)
+            data = _physical(signal.digital, ranges[name])
             if onsets is not None:
-                data = _place_records(data, signal, onsets, edf.data_record_duration, head.n_samples)
-            data, unit = to_microvolts(data, head.unit, where=where, required=name in chosen)
-            channels[name] = Channel(name=name, data=data, fs=head.fs, unit=unit)
-        else:
-            _, unit = to_microvolts(np.empty(0), head.unit, where=where, required=name in chosen)
-            channels[name] = HeaderChannel(name, np.empty(0), head.fs, unit, head.n_samples)
+                data = _place_records(data, signal, onsets, head.n_samples)
+        channels[name] = make_channel(head, data, where=f"{path}: channel {name!r}", required=name in chosen)
+    if gaps:
+        notes.append(f"{len(gaps)} gap(s) between data records, {sum(d for _, d in gaps):g} s in all (first at "
+                     f"{gaps[0][0]:g} s for {gaps[0][1]:g} s); windows in a gap are missing data")
 
     return Recording(
         name=_record_name(path),
@@ -100,14 +118,68 @@ def read_edf(
         modality_channels=modality_channels,
         labels=labels_from_annotations(edf.annotations, record_s if edf.signals else None, source=str(path)),
         source=path,
+        notes=notes,
+        unusable={**calibration},
+        gaps_s=gaps,
     )
+
+
+def calibration_of(fields: dict[str, str], kind: str = "EDF") -> tuple[tuple[float, float, float, float] | None, str | None]:
+    """((physical min, max, digital min, max), None), or (None, why no calibration can be computed).
+
+    Physical = physical min + (digital - digital min) x (physical max - physical min) / (digital max -
+    digital min) (EDF spec): all four fields must be numbers and neither range may be empty.
+    """
+    values = []
+    for field in ("physical minimum", "physical maximum", "digital minimum", "digital maximum"):
+        text = fields[field]
+        try:
+            value = float(text)
+        except ValueError:
+            return None, f"{kind} header field '{field}' is {text!r}, not a number; no calibration can be computed"
+        if not np.isfinite(value):
+            return None, f"{kind} header field '{field}' is {text!r}; no calibration can be computed"
+        values.append(value)
+    for kind_of, (low, high) in (("physical", values[:2]), ("digital", values[2:])):
+        if low == high:
+            return None, (f"{kind} header fields '{kind_of} minimum' and '{kind_of} maximum' are both {low:g}; "
+                          "no calibration can be computed")
+    return tuple(values), None
+
+
+def _physical(digital: np.ndarray, scale: tuple[float, float, float, float]) -> np.ndarray:
+    """Digital counts -> physical values (EDF spec; edfio would return counts for a range it cannot parse)."""
+    pmin, pmax, dmin, dmax = scale
+    return pmin + (np.asarray(digital, np.float64) - dmin) * ((pmax - pmin) / (dmax - dmin))
+
+
+def _signal_fields(path: Path) -> list[dict[str, str]]:
+    """The calibration fields of each ordinary signal (annotation signals left out), as written in the header.
+
+    Header layout (EDF spec): 256-byte main header, then per field one block of ns entries: label 16,
+    transducer 80, physical dimension 8, physical min 8, physical max 8, digital min 8, digital max 8...
+    """
+    with path.open("rb") as f:
+        main = f.read(256)
+        ns = int(main[252:256].decode("latin-1"))
+        block = f.read(ns * 136)
+    labels = [block[16 * i : 16 * (i + 1)].decode("latin-1").strip() for i in range(ns)]
+    out = []
+    names = ("physical minimum", "physical maximum", "digital minimum", "digital maximum")
+    for i, label in enumerate(labels):
+        if label in ("EDF Annotations", "BDF Annotations"):
+            continue
+        out.append({name: block[ns * (104 + 8 * k) + 8 * i : ns * (104 + 8 * k) + 8 * (i + 1)].decode("latin-1").strip()
+                    for k, name in enumerate(names)})
+    return out
 
 
 def read_edf_labels(path: str | Path) -> Labels:
     """Labels of an EDF+ file (a hypnogram / annotation-only file, or a recording with annotations)."""
     path = Path(path)
     edf = _open(path)
-    record_s = _span_s(edf, _record_onsets(edf, path, fill_gaps=True)) if edf.signals else None
+    max_fs = max((float(s.sampling_frequency) for s in edf.signals), default=0.0)
+    record_s = _span_s(edf, _record_onsets(edf, path, max_fs, fill_gaps=True)[0]) if edf.signals else None
     labels = labels_from_annotations(edf.annotations, record_s, source=str(path))
     if labels is None:
         texts = sorted({a.text for a in edf.annotations})[:8]
@@ -199,6 +271,7 @@ def _open(path: Path) -> edfio.Edf:
     if not path.is_file():
         raise RecordError(f"{path}: no such file")
     is_bdf = path.suffix.lower() == ".bdf"
+    _check_record_duration(path, "BDF" if is_bdf else "EDF")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -217,6 +290,29 @@ def _open(path: Path) -> edfio.Edf:
     return edf
 
 
+def _check_record_duration(path: Path, kind: str) -> None:
+    """Refuse a data-record duration of 0 when the file holds signals (EDF spec: annotation-only files only).
+
+    Header layout: 'duration of a data record' at bytes 244-252, the signal count at 252-256, then
+    16-byte labels; edfio cannot open such a file (it divides by the duration).
+    """
+    with path.open("rb") as f:
+        main = f.read(256)
+        try:
+            duration, ns = float(main[244:252].decode("latin-1")), int(main[252:256].decode("latin-1"))
+        except ValueError:
+            return  # edfio names the bad field
+        labels = [f.read(16).decode("latin-1").strip() for _ in range(max(ns, 0))]
+    signals = [label for label in labels if label not in ("EDF Annotations", "BDF Annotations")]
+    if duration <= 0 and signals:
+        raise RecordError(
+            f"{path}: {kind} header field 'duration of a data record' is {duration:g} s, but the file holds "
+            f"{len(signals)} signal(s) ({', '.join(signals[:4])}{', ...' if len(signals) > 4 else ''}); a duration "
+            "of 0 is only allowed in annotation-only files, so the sampling rates cannot be known. Re-export "
+            "the file with its true record duration"
+        )
+
+
 def _span_s(edf: edfio.Edf, onsets: np.ndarray | None) -> float:
     """Seconds from the recording start to the end of its last data record (gaps included)."""
     if onsets is None:
@@ -224,23 +320,38 @@ def _span_s(edf: edfio.Edf, onsets: np.ndarray | None) -> float:
     return float(onsets[-1] + edf.data_record_duration)
 
 
-def _record_onsets(edf: edfio.Edf, path: Path, *, fill_gaps: bool) -> np.ndarray | None:
-    """Start time (s) of each data record for an EDF+D file with gaps, else None (records back to back)."""
+def _record_onsets(
+    edf: edfio.Edf, path: Path, max_fs: float, *, fill_gaps: bool
+) -> tuple[np.ndarray | None, list[tuple[float, float]]]:
+    """(onset of each data record relative to the first, or None when back to back; gaps as (start, s)).
+
+    Onsets are compared with back-to-back times within a tenth of a sample at the fastest rate:
+    writers that accumulate floats print onsets such as +8192.202311999999 for 8192.202312.
+    """
     if edf.is_continuous:
-        return None
+        return None, []
     onsets = _timekeeping_onsets(path, edf.num_data_records)  # [n_records]
-    expected = onsets[0] + np.arange(len(onsets)) * edf.data_record_duration
-    if np.any(np.diff(onsets) < edf.data_record_duration - 1e-9):
-        raise RecordError(f"{path}: EDF+D data records overlap or are out of order; the file is corrupt")
-    gaps = onsets - expected
-    if not fill_gaps:
-        first = int(np.flatnonzero(gaps > 1e-9)[0])
+    onsets = onsets - onsets[0]
+    duration = edf.data_record_duration
+    tolerance = 0.1 / max_fs if max_fs > 0 else 1e-6
+    steps = np.diff(onsets)  # [n_records - 1]
+    if np.any(steps < duration - tolerance):
+        k = int(np.flatnonzero(steps < duration - tolerance)[0]) + 1
         raise RecordError(
-            f"{path}: EDF+D with gaps between data records (first at {expected[first]:g} s, "
-            f"{gaps[-1]:g} s missing in total); split the file at its gaps, or read it with "
-            "fill_gaps=True to fill them with 0 µV"
+            f"{path}: EDF+D data record {k} starts at {onsets[k]:g} s, before the previous one ends "
+            f"({onsets[k - 1] + duration:g} s): records overlap or are out of order; the file is corrupt, re-export it"
         )
-    return onsets - onsets[0]
+    at = np.flatnonzero(steps > duration + tolerance)
+    if not len(at):
+        return None, []  # EDF+D whose records are back to back (within float noise): continuous
+    gaps = [(float(onsets[k] + duration), float(steps[k] - duration)) for k in at]
+    if not fill_gaps:
+        raise RecordError(
+            f"{path}: EDF+D with {len(gaps)} gap(s) between data records (first at {gaps[0][0]:g} s for "
+            f"{gaps[0][1]:g} s, {sum(g for _, g in gaps):g} s missing in all); score it with the gaps as missing "
+            "data (physioserve score --fill-gaps, or fill_gaps=true in /score's form), or split the file at its gaps"
+        )
+    return onsets, gaps
 
 
 def _timekeeping_onsets(path: Path, n_records: int) -> np.ndarray:
@@ -264,10 +375,10 @@ def _timekeeping_onsets(path: Path, n_records: int) -> np.ndarray:
     return np.array(onsets)  # [n_records]
 
 
-def _place_records(data: np.ndarray, signal, onsets: np.ndarray, record_s: float, n_total: int) -> np.ndarray:
-    """Put each data record's samples at its true time; gaps stay 0: [n_total]."""
+def _place_records(data: np.ndarray, signal, onsets: np.ndarray, n_total: int) -> np.ndarray:
+    """Put each data record's samples at its true time; gaps hold NaN (missing data): [n_total]."""
     per = int(signal.samples_per_data_record)
-    out = np.zeros(n_total)
+    out = np.full(n_total, np.nan)
     for k, onset in enumerate(onsets):
         start = int(round(onset * signal.sampling_frequency))
         out[start : start + per] = data[k * per : (k + 1) * per]

@@ -36,10 +36,11 @@ from .common import (
     choose_modalities,
     regions_from_mask,
     require_modality,
-    to_microvolts,
+    make_channel,
 )
 from .errors import RecordError
 from .wfdb_annotations import NOTE, Annotation, read_annotations
+from .wfdb_record import read_header, read_signals
 
 STAGE_NOTES: dict[str, int] = {"W": 0, "N1": 1, "N2": 2, "N3": 3, "R": 4}
 STAGE_DATASETS: tuple[str, ...] = ("wake", "nonrem1", "nonrem2", "nonrem3", "rem")  # codes 0..4; else 5
@@ -48,9 +49,6 @@ UNSCORED_PAD_S = 10.0  # respiratory events and wake are not scored, +- this
 AGE_SEX_FILE = "age-sex.csv"
 CHALLENGE_FS = 200.0  # every PhysioNet 2018 record
 
-# Bytes per sample of the WFDB formats whose file size follows exactly from the header.
-_BYTES_PER_SAMPLE = {"8": 1, "16": 2, "24": 3, "32": 4, "61": 2, "80": 1, "160": 2}
-_MAT_SLACK_BYTES = 8  # a MATLAB v5 container may pad its data element to 8 bytes
 
 
 # ----------------------------------------------------------------------------------------- layout
@@ -107,42 +105,26 @@ def read_age_sex(data_dir: str | Path) -> dict[str, tuple[float | None, str | No
 # ---------------------------------------------------------------------------------------- signals
 
 
-def _read_header(header: Path) -> wfdb.Record:
-    try:
-        return wfdb.rdheader(str(header.with_suffix("")))
-    except Exception as error:  # wfdb raises bare Exceptions, ValueErrors and IndexErrors on bad headers
-        raise RecordError(f"{header}: not a readable WFDB header ({type(error).__name__}: {error})") from None
+def _read_header(header: Path) -> wfdb.Record | wfdb.MultiRecord:
+    return read_header(header)[0]
 
 
-def _check_signal_files(header: Path, rec: wfdb.Record) -> None:
-    """Raise when a signal file named by the header is missing or its size disagrees with the header."""
-    for file_name in dict.fromkeys(rec.file_name):
-        path = header.parent / file_name
-        if not path.is_file():
-            raise RecordError(
-                f"{path}: signal file named by {header.name} is missing; put it next to the header "
-                "(or read the header alone with load_signals=False)"
-            )
-        idx = [i for i, f in enumerate(rec.file_name) if f == file_name]
-        fmts = {rec.fmt[i] for i in idx}
-        if rec.sig_len is None or len(fmts) != 1 or next(iter(fmts)) not in _BYTES_PER_SAMPLE:
-            continue
-        offset = (rec.byte_offset[idx[0]] if rec.byte_offset else None) or 0
-        expected = offset + rec.sig_len * len(idx) * _BYTES_PER_SAMPLE[next(iter(fmts))]
-        size = path.stat().st_size
-        slack = _MAT_SLACK_BYTES if path.suffix.lower() == ".mat" else 0
-        if not expected <= size <= expected + slack:
-            what = "truncated" if size < expected else "longer than the header says"
-            raise RecordError(
-                f"{path}: {size} bytes, but {header.name} describes {len(idx)} signals x {rec.sig_len} samples "
-                f"= {expected} bytes ({what}); re-download the record or fix the header"
-            )
+def record_length(header: Path, parsed: tuple | None = None) -> tuple[int, float]:
+    """(samples, Hz) of a record at its frame rate: the header's count, else from the signal file's size."""
+    rec, specs = parsed or read_header(header)
+    frames = max((s.n_samples * float(rec.fs) / s.fs for s in specs), default=0)
+    return int(round(frames)), float(rec.fs)
 
 
 def signal_files(path: str | Path) -> dict[str, bool]:
-    """{signal file named by the header: present next to it} of a record (folder or `.hea`)."""
+    """{signal file named by the header: present next to it} of a record (folder or `.hea`), segments included."""
     header = resolve_header(path)
-    return {name: (header.parent / name).is_file() for name in dict.fromkeys(_read_header(header).file_name or [])}
+    rec = _read_header(header)
+    if isinstance(rec, wfdb.MultiRecord):
+        names = [f for seg in rec.segments if seg is not None for f in (seg.file_name or []) if f != "~"]
+    else:
+        names = rec.file_name or []
+    return {name: (header.parent / name).is_file() for name in dict.fromkeys(names)}
 
 
 def read_physionet2018(
@@ -153,58 +135,48 @@ def read_physionet2018(
     all_channels: bool = False,
     require_modality_channel: bool = True,
 ) -> Recording:
-    """Read a record (folder or `.hea`): signals in µV, modality map, labels, age and sex.
+    """Read a WFDB record (folder or `.hea`): signals in µV, modality map, labels, age and sex.
 
     `load_signals=False` reads the header only (channels with empty data and a known length; the
     signal file may be absent). Only the channels chosen for the four modalities are kept unless
     `all_channels`. Labels come from `<name>-arousal.mat`, else `<name>.arousal`, else None.
+    Multi-segment and multi-frequency records read as one recording (each signal at its own rate);
+    an uncalibrated signal (ADC gain 0 or missing) is left out with a note (`Recording.notes`).
     """
     header = resolve_header(path)
-    rec = _read_header(header)
-    fs = float(rec.fs)
-    n_samples = int(rec.sig_len or 0)
-    units = [u or "" for u in (rec.units or [""] * rec.n_sig)]
+    rec, specs = read_header(header)
     headers = {
-        name: HeaderChannel(name=name, data=np.empty(0), fs=fs, unit=unit, n_samples=n_samples)
-        for name, unit in zip(rec.sig_name, units)
+        s.name: HeaderChannel(s.name, np.empty(0), s.fs, s.unit, s.limits, s.step, n_samples=s.n_samples)
+        for s in specs
     }
-    if len(headers) != rec.n_sig:
-        raise RecordError(f"{header}: duplicate signal names in {rec.sig_name}; names must be unique")
-    modality_channels = choose_modalities(headers, channel_map, where=str(header))
+    if len(headers) != len(specs):
+        raise RecordError(f"{header}: duplicate signal names in {[s.name for s in specs]}; names must be unique")
+    calibration = {s.name: s.problem for s in specs if s.problem}
+    modality_channels, notes = choose_modalities(headers, channel_map, where=str(header), calibration=calibration)
     if require_modality_channel:
-        require_modality(modality_channels, headers, where=str(header))
+        require_modality(modality_channels, headers, where=str(header), notes=notes)
     chosen = set(modality_channels.values())
-    keep = [name for name in rec.sig_name if all_channels or name in chosen]
+    keep = [s.name for s in specs if (all_channels or s.name in chosen) and not (load_signals and s.name in calibration)]
 
+    signals = read_signals(header, rec, keep) if load_signals else {}
     channels: dict[str, Channel] = {}
-    if load_signals and keep:
-        _check_signal_files(header, rec)
-        index = [rec.sig_name.index(name) for name in keep]
-        try:
-            signals = wfdb.rdrecord(str(header.with_suffix("")), channels=index, physical=True).p_signal
-        except Exception as error:
-            raise RecordError(f"{header}: cannot read the signals ({type(error).__name__}: {error})") from None
-        signals = np.zeros((n_samples, 0)) if signals is None else signals  # [n_samples, n_keep]
-    for j, name in enumerate(keep):
-        where = f"{header}: channel {name!r}"
-        unit = headers[name].unit
-        if load_signals:
-            data = np.asarray(signals[:, j], np.float64)  # [n_samples]
-            data, unit = to_microvolts(data, unit, where=where, required=name in chosen)
-            channels[name] = Channel(name=name, data=data, fs=fs, unit=unit)
-        else:
-            _, unit = to_microvolts(np.empty(0), unit, where=where, required=name in chosen)
-            channels[name] = HeaderChannel(name=name, data=np.empty(0), fs=fs, unit=unit, n_samples=n_samples)
+    for name in keep:
+        channels[name] = headers[name] if name in calibration else make_channel(
+            headers[name], signals[name] if load_signals else None, where=f"{header}: channel {name!r}",
+            required=name in chosen)
 
+    n_frames, frame_fs = record_length(header, (rec, specs))
     age, sex = _age_sex_of(header, rec.record_name)
     return Recording(
         name=rec.record_name,
         channels=channels,
         modality_channels=modality_channels,
-        labels=read_record_labels(header, n_samples=n_samples, fs=fs, missing_ok=True),
+        labels=read_record_labels(header, n_samples=n_frames, fs=frame_fs, missing_ok=True),
         age=age,
         sex=sex,
         source=header,
+        notes=notes,
+        unusable=calibration,
     )
 
 
@@ -233,8 +205,7 @@ def read_record_labels(
     """Labels of a record (folder or `.hea`) from the label files next to its header."""
     header = resolve_header(path)
     if n_samples is None or fs is None:
-        rec = _read_header(header)
-        n_samples, fs = int(rec.sig_len or 0), float(rec.fs)
+        n_samples, fs = record_length(header)
     files = label_files(header)
     if not files:
         if missing_ok:
@@ -297,9 +268,9 @@ def read_arousal_annotations(path: str | Path, n_samples: int | None = None, fs:
     annotations, file_fs = read_annotations(path)
     header = path.with_suffix(".hea")
     if (n_samples is None or fs is None) and header.is_file():
-        rec = _read_header(header)
-        n_samples = int(rec.sig_len) if n_samples is None and rec.sig_len else n_samples
-        fs = float(rec.fs) if fs is None else fs
+        length, header_fs = record_length(header)
+        n_samples = length if n_samples is None and length else n_samples
+        fs = header_fs if fs is None else fs
     fs = fs or file_fs
     if not fs:
         raise RecordError(

@@ -1,0 +1,155 @@
+"""What the endpoints do with a request once it is parsed: validation into 4xx answers, and the calls
+into the package that turn windows and uploads into model input.
+
+Every refusal is a `BadInput`: HTTP status, the offending field, the problem and a fix the caller
+can apply over HTTP; `BadInput.response()` is the JSON body every 4xx of the service has
+(`{"error", "field", "fix"}`; the request guard gives malformed requests the same body).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from starlette.responses import JSONResponse
+
+from .api_models import AgePrediction, ArousalPrediction, StagePrediction, Window, WindowPrediction
+from .cache import recording_to_windows
+from .modalities import AGE_CLASS_NAMES, AROUSAL_CLASS_NAMES, MODALITIES, STAGE_NAMES, WINDOW_SAMPLES, parse_channel_map
+from .preprocessing import band_limit_hz, missing_windows, preprocess_modalities, window_length
+from .recording import Recording
+from .scoring import UploadError, read_upload
+
+MAX_ABS_UV = 1e7  # 10 V: no electrode signal in µV comes near it; larger values are not in µV
+
+
+class BadInput(Exception):
+    """A request the service refuses: HTTP `status`, the offending `field`, what is wrong and the fix."""
+
+    def __init__(self, field: str, problem: str, fix: str, status: int = 400):
+        super().__init__(f"{field}: {problem}; {fix}")
+        self.field, self.problem, self.fix, self.status = field, problem, fix, status
+
+    def body(self) -> dict:
+        return {"error": str(self), "field": self.field, "fix": self.fix}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status)
+
+
+# ---- /predict ------------------------------------------------------------------------------------
+
+
+def _window_arrays(i: int, window: Window) -> dict[str, np.ndarray]:
+    """The modalities of one window as float64 arrays, checked: names, rate, length, finite µV values."""
+    unknown = sorted(window.model_extra or {})
+    if unknown:
+        raise BadInput(f"windows[{i}].{unknown[0]}", f"unknown modality {unknown[0]!r}",
+                       f"use only fs and the modalities {', '.join(MODALITIES)}")
+    try:
+        expected = window_length(window.fs)
+    except ValueError as error:
+        raise BadInput(f"windows[{i}].fs", str(error), "resample to 50 Hz or more before sending") from None
+    arrays = {m: getattr(window, m) for m in MODALITIES if getattr(window, m) is not None}
+    if not arrays:
+        raise BadInput(f"windows[{i}]", "no modality present", f"give at least one of {', '.join(MODALITIES)}")
+    for m, values in arrays.items():
+        if len(values) != expected:
+            raise BadInput(f"windows[{i}].{m}", f"{len(values)} samples, but a 30 s window at {window.fs:g} Hz has "
+                           f"{expected}", "send exactly 30 s per window (30 x fs samples)")
+        arrays[m] = np.asarray(values, np.float64)
+        bad = np.flatnonzero(~np.isfinite(arrays[m]))
+        if len(bad):
+            raise BadInput(f"windows[{i}].{m}", f"sample {int(bad[0])} is {arrays[m][bad[0]]} (NaN/Inf)",
+                           "send finite values in µV; drop or repair the window")
+        big = np.flatnonzero(np.abs(arrays[m]) > MAX_ABS_UV)
+        if len(big):
+            raise BadInput(f"windows[{i}].{m}", f"sample {int(big[0])} is {arrays[m][big[0]]:g}, beyond +-{MAX_ABS_UV:g}",
+                           "send the signal in µV (ECG in mV x 1000)")
+    return arrays
+
+
+def windows_to_arrays(windows: list[Window], max_windows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validate windows and preprocess them (THE preprocessing) -> (signals [n, 4, 3000], mask [n, 4]).
+
+    A flat modality of a window (`preprocessing.missing_windows`) is missing data: masked there. A
+    window left with no usable modality is refused.
+    """
+    if not windows:
+        raise BadInput("windows", "empty list", f"send 1 to {max_windows} windows")
+    if len(windows) > max_windows:
+        raise BadInput("windows", f"{len(windows)} windows, over the limit of {max_windows} per request",
+                       f"split them into requests of at most {max_windows} windows")
+    groups: dict[tuple, list[int]] = {}
+    raw = [_window_arrays(i, window) for i, window in enumerate(windows)]
+    for i, (window, arrays) in enumerate(zip(windows, raw)):
+        groups.setdefault((window.fs, tuple(arrays)), []).append(i)
+    signals = np.zeros((len(windows), len(MODALITIES), WINDOW_SAMPLES), np.float32)  # [n, 4, 3000]
+    mask = np.zeros((len(windows), len(MODALITIES)), bool)  # [n, 4]
+    for (fs, modalities), rows in groups.items():  # one vectorised call per (rate, modality set)
+        stacked = {m: (np.stack([raw[r][m] for r in rows]), fs) for m in modalities}  # [k, 30 * fs] each
+        signals[rows], mask[rows] = preprocess_modalities(stacked)
+        for m, (x, _) in stacked.items():
+            j = MODALITIES.index(m)
+            missing = missing_windows(x, fs)  # [k]
+            mask[np.asarray(rows)[missing], j] = False
+            signals[np.asarray(rows)[missing], j] = 0.0
+    empty = np.flatnonzero(~mask.any(axis=1))
+    if len(empty):
+        i = int(empty[0])
+        raise BadInput(f"windows[{i}]", f"every modality of this window is flat (a lead off?): "
+                       f"{', '.join(raw[i])} missing data", "drop the window or send a recorded signal")
+    return signals, mask
+
+
+def predictions(out: dict[str, np.ndarray], mask: np.ndarray, fs: list[float], embedding: bool) -> list[WindowPrediction]:
+    """Per window: stage, age and arousal from the model's probabilities, the modalities used."""
+    result = []
+    for i in range(len(mask)):
+        stage, age, arousal = out["sleep_stage_probs"][i], out["age_probs"][i], out["arousal_probs"][i]
+        used = [m for j, m in enumerate(MODALITIES) if mask[i, j]]
+        result.append(WindowPrediction(
+            sleep_stage=StagePrediction(label=STAGE_NAMES[int(stage.argmax())],
+                                        probabilities={n: float(p) for n, p in zip(STAGE_NAMES, stage)}),
+            age=AgePrediction(label=AGE_CLASS_NAMES[int(age.argmax())], probability_ge_55=float(age[1])),
+            arousal=ArousalPrediction(label=AROUSAL_CLASS_NAMES[int(arousal.argmax())], probability=float(arousal[1])),
+            modalities=used,
+            band_limited_hz={m: edge for m in used if (edge := band_limit_hz(fs[i], m)) is not None},
+            embedding=[float(v) for v in out["embedding"][i]] if embedding else None,
+        ))
+    return result
+
+
+# ---- /score ---------------------------------------------------------------------------------------
+
+
+def upload_name(file: Path, name: str | None) -> str:
+    """The record name of an upload: `name`, else the uploaded file's name (BentoML stores tmpXXXXXXXX<name>)."""
+    if name:
+        return name
+    original = file.name[11:] if file.name.startswith("tmp") and len(file.name) > 11 else file.name
+    return Path(original).stem
+
+
+def read_scored_upload(
+    file: Path, workdir: str, *, name: str | None, channel_map: str | None, fill_gaps: bool, max_unpacked_bytes: int
+) -> tuple[Recording, np.ndarray, np.ndarray]:
+    """An uploaded recording -> (Recording, signals [n, 4, 3000], mask [n, 4]) by the shared path; BadInput else."""
+    try:
+        overrides = parse_channel_map(channel_map)
+    except ValueError as error:
+        raise BadInput("channel_map", str(error), "write it as eeg=NAME,eog=NAME,...") from None
+    try:
+        recording = read_upload(file, workdir, max_unpacked_bytes=max_unpacked_bytes, name=upload_name(file, name),
+                                channel_map=overrides, fill_gaps=fill_gaps)
+    except UploadError as error:
+        raise BadInput("file", error.problem, error.fix) from None
+    if not recording.present_modalities:
+        channels = ", ".join(recording.channels) or "(none)"
+        raise BadInput("file", f"no channel maps to {', '.join(MODALITIES)} (channels: {channels})",
+                       "pass channel_map=eeg=NAME,... to name them")
+    try:
+        signals, mask = recording_to_windows(recording)
+    except ValueError as error:
+        raise BadInput("file", str(error), "upload at least 30 s of signal at 50 Hz or more") from None
+    return recording, signals, mask
