@@ -58,6 +58,8 @@ class WindowPrediction(BaseModel):
         "embedding": None,
     }})
     sleep_stage: StagePrediction
+    sleep_stage_in_context: StagePrediction | None = Field(
+        default=None, description="with consecutive=true: the stage from the night-context graph over the run of windows")
     age: AgePrediction
     arousal: ArousalPrediction
     modalities: list[str] = Field(description="the modalities the model used (a flat lead is left out)")
@@ -90,6 +92,8 @@ class ScoreResponse(BaseModel):
     columns: list[str]
     summary: dict[str, Any]
     epochs: list[dict[str, Any]]
+    agreement: dict[str, Any] | None = Field(
+        default=None, description="with a hypnogram upload: accuracy, kappa, per-stage recall, confusion vs the expert")
 
 
 class MetadataResponse(BaseModel):

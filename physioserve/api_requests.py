@@ -18,6 +18,7 @@ from .cache import recording_to_windows
 from .modalities import AGE_CLASS_NAMES, AROUSAL_CLASS_NAMES, MODALITIES, STAGE_NAMES, WINDOW_SAMPLES, parse_channel_map
 from .preprocessing import band_limit_hz, missing_windows, preprocess_modalities, window_length
 from .recording import Recording
+from .runtime import softmax
 from .scoring import UploadError, read_upload
 
 MAX_ABS_UV = 1e7  # 10 V: no electrode signal in µV comes near it; larger values are not in µV
@@ -102,15 +103,33 @@ def windows_to_arrays(windows: list[Window], max_windows: int) -> tuple[np.ndarr
     return signals, mask
 
 
-def predictions(out: dict[str, np.ndarray], mask: np.ndarray, fs: list[float], embedding: bool) -> list[WindowPrediction]:
-    """Per window: stage, age and arousal from the model's probabilities, the modalities used."""
+def _stage(probs: np.ndarray) -> StagePrediction:
+    return StagePrediction(label=STAGE_NAMES[int(probs.argmax())], probabilities={n: float(p) for n, p in zip(STAGE_NAMES, probs)})
+
+
+def require_context(session) -> None:
+    """/predict consecutive=true needs a bundle with a night-context graph; BadInput else."""
+    if not session.has_context:
+        raise BadInput("consecutive", "this model has no night-context graph",
+                       "send consecutive=false, or serve a bundle exported with `physioserve export --context`")
+
+
+def in_context(session, out: dict[str, np.ndarray], mask: np.ndarray) -> np.ndarray:
+    """Night-context stage probabilities [n, 5] of a run of consecutive windows (/predict consecutive=true)."""
+    require_context(session)
+    return softmax(session.night_stage_logits(out["embedding"], mask))
+
+
+def predictions(out: dict[str, np.ndarray], mask: np.ndarray, fs: list[float], embedding: bool,
+                context: np.ndarray | None = None) -> list[WindowPrediction]:
+    """Per window: stage (and, given `context` [n, 5], the stage in context), age and arousal, the modalities used."""
     result = []
     for i in range(len(mask)):
         stage, age, arousal = out["sleep_stage_probs"][i], out["age_probs"][i], out["arousal_probs"][i]
         used = [m for j, m in enumerate(MODALITIES) if mask[i, j]]
         result.append(WindowPrediction(
-            sleep_stage=StagePrediction(label=STAGE_NAMES[int(stage.argmax())],
-                                        probabilities={n: float(p) for n, p in zip(STAGE_NAMES, stage)}),
+            sleep_stage=_stage(stage),
+            sleep_stage_in_context=None if context is None else _stage(context[i]),
             age=AgePrediction(label=AGE_CLASS_NAMES[int(age.argmax())], probability_ge_55=float(age[1])),
             arousal=ArousalPrediction(label=AROUSAL_CLASS_NAMES[int(arousal.argmax())], probability=float(arousal[1])),
             modalities=used,
@@ -153,3 +172,16 @@ def read_scored_upload(
     except ValueError as error:
         raise BadInput("file", str(error), "upload at least 30 s of signal at 50 Hz or more") from None
     return recording, signals, mask
+
+
+def hypnogram_agreement(night, hypnogram: Path, fmt: str | None, epoch_s: float | None) -> dict:
+    """/score with an expert hypnogram: physioserve.agreement's report of the night's stages vs the file."""
+    from .agreement import agreement_with_hypnogram, stage_codes
+
+    try:
+        report, _ = agreement_with_hypnogram(stage_codes(night.column("stage")), hypnogram, epoch_s=epoch_s, fmt=fmt)
+    except ValueError as error:
+        message = str(error).replace(str(hypnogram), "hypnogram")  # no server paths in answers
+        raise BadInput("hypnogram", message, "upload the expert hypnogram file as it is (EDF+, .st, .hyp, .arousal, "
+                       "CSV/TXT, DREAMS); set hypnogram_format / hypnogram_epoch_s when it cannot be told") from None
+    return report

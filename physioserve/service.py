@@ -34,7 +34,15 @@ from bentoml.validators import ContentType
 from pydantic import Field
 
 from .api_models import InferItem, MetadataResponse, ModelInfo, PredictResponse, ScoreResponse, Window
-from .api_requests import BadInput, predictions, read_scored_upload, windows_to_arrays
+from .api_requests import (
+    BadInput,
+    hypnogram_agreement,
+    in_context,
+    predictions,
+    read_scored_upload,
+    require_context,
+    windows_to_arrays,
+)
 from .batching import WindowParking
 from .bundle import ENV_BUNDLE, STORE_NAME, read_bundle, resolve_bundle
 from .modalities import CHANNEL_ALIASES, CLASS_NAMES, MODALITIES
@@ -106,10 +114,14 @@ class PhysioServe:
         self,
         windows: list[Window] = Field(description=f"30 s windows, at most {MAX_WINDOWS} per request"),
         return_embedding: bool = Field(default=False, description="also return each window's embedding"),
+        consecutive: bool = Field(default=False, description="the windows are consecutive 30 s epochs of one recording, "
+                                  "in order: also stage each in its context (night-context graph)"),
     ) -> PredictResponse:
         """Sleep stage, age and arousal for each 30 s window (any subset of eeg/eog/emg/ecg, any rate >= 50 Hz)."""
         try:
             signals, mask = await anyio.to_thread.run_sync(windows_to_arrays, windows, MAX_WINDOWS)
+            if consecutive:
+                require_context(self.session)
             packed = await self.parking.infer(self.to_async, signals, mask)
         except BadInput as error:
             return error.response()
@@ -121,8 +133,9 @@ class PhysioServe:
         if any(not item for item in packed):
             raise RuntimeError("inference returned no result for some windows")
         out = add_probabilities(unpack_outputs(packed, self.bundle.d_model))
+        context = await anyio.to_thread.run_sync(in_context, self.session, out, mask) if consecutive else None
         rates = [window.fs for window in windows]
-        return PredictResponse(model=self.model_info, predictions=predictions(out, mask, rates, return_embedding))
+        return PredictResponse(model=self.model_info, predictions=predictions(out, mask, rates, return_embedding, context))
 
     @bentoml.api
     async def score(
@@ -131,6 +144,13 @@ class PhysioServe:
         name: str | None = Field(default=None, description="record name for an EDF/BDF (default: from the file name)"),
         channel_map: str | None = Field(default=None, description="override, e.g. eeg=C4-A1,eog=EOG(L)"),
         fill_gaps: bool = Field(default=False, description="EDF+D with gaps: score it, the gaps as missing data"),
+        # a list of at most one file: BentoML 1.4 cannot build an input spec for an optional file
+        hypnogram: Annotated[list[Path], Field(max_length=1)] = Field(
+            default_factory=list, description="optional expert hypnogram (EDF+, .st, .hyp, .arousal, CSV/TXT, DREAMS): "
+            "adds the agreement with it"),
+        hypnogram_format: str | None = Field(default=None, description="force the hypnogram format (edf, wfdb, csv, lines, "
+                                             "numeric, dreams)"),
+        hypnogram_epoch_s: float | None = Field(default=None, description="epoch length of a hypnogram without times"),
     ) -> ScoreResponse:
         """Score a whole recording: per-epoch probabilities, labels and modalities used, and the night summary."""
         try:
@@ -142,7 +162,12 @@ class PhysioServe:
             return error.response()
         probs = await anyio.to_thread.run_sync(predict_night, self.session, signals, mask, limiter=self._score_limiter)
         night = score_windows_outputs(recording, probs, mask, model=self.model_info.model_dump())
-        return ScoreResponse(**night.to_json())
+        try:
+            agreement = None if not hypnogram else await anyio.to_thread.run_sync(
+                hypnogram_agreement, night, Path(hypnogram[0]), hypnogram_format, hypnogram_epoch_s)
+        except BadInput as error:
+            return error.response()
+        return ScoreResponse(**night.to_json(), agreement=agreement)
 
     @bentoml.api
     def metadata(self) -> MetadataResponse:

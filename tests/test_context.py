@@ -121,3 +121,38 @@ def test_scoring_with_a_context_bundle_gives_night_and_window_stages(context_bun
         assert row["stage"] in STAGE_NAMES and row["window_stage"] in STAGE_NAMES
         assert abs(sum(row[f"p_{s}"] for s in STAGE_NAMES) - 1) < 1e-5
         assert abs(sum(row[f"window_p_{s}"] for s in STAGE_NAMES) - 1) < 1e-5
+
+
+@pytest.mark.server
+def test_service_stages_a_run_of_windows_in_context_and_scores_against_an_uploaded_hypnogram(context_bundle, tmp_path):
+    import os
+
+    import requests
+    from test_service import REPO, start_server, stop_server
+
+    edf = write_edf(tmp_path / "night.edf", fs=200, minutes=5)
+    hypnogram = tmp_path / "expert.csv"
+    hypnogram.write_text("stage\n" + "\n".join(["W", "N1", "N2", "N3", "R"] * 2) + "\n")
+    rng = np.random.default_rng(0)
+    windows = [{"fs": 100, "eeg": rng.normal(0, 30, 3000).tolist()} for _ in range(4)]
+    env = {**os.environ, "PHYSIOSERVE_BUNDLE": str(context_bundle["bundle"])}
+    process, url = start_server([], env, REPO, tmp_path / "serve.log")
+    try:
+        plain = requests.post(f"{url}/predict", json={"windows": windows}, timeout=60).json()["predictions"]
+        run = requests.post(f"{url}/predict", json={"windows": windows, "consecutive": True}, timeout=60).json()["predictions"]
+        assert all(p["sleep_stage_in_context"] is None for p in plain)
+        assert [p["sleep_stage"] for p in run] == [p["sleep_stage"] for p in plain]  # window-level unchanged
+        assert all(abs(sum(p["sleep_stage_in_context"]["probabilities"].values()) - 1) < 1e-5 for p in run)
+        files = {"file": ("night.edf", edf.read_bytes()), "hypnogram": ("expert.csv", hypnogram.read_bytes())}
+        scored = requests.post(f"{url}/score", files=files, timeout=120)
+        assert scored.status_code == 200, scored.text
+        agreement = scored.json()["agreement"]
+        assert agreement["epochs"] == 10 and agreement["hypnogram"]["format"] == "csv"
+        expected = sum(row["stage"] == row["true_stage"] for row in scored.json()["epochs"]) / 10
+        assert agreement["accuracy"] == pytest.approx(expected)  # the expert file holds the EDF's own stages
+        bad = requests.post(f"{url}/score", files={"file": ("night.edf", edf.read_bytes()), "hypnogram": ("x.txt", b"3\n4\n")},
+                            timeout=120)
+        assert bad.status_code == 400 and bad.json()["field"] == "hypnogram"
+        assert requests.post(f"{url}/score", files={"file": ("night.edf", edf.read_bytes())}, timeout=120).json()["agreement"] is None
+    finally:
+        stop_server(process)

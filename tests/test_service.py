@@ -337,6 +337,7 @@ def test_every_bad_input_gets_a_4xx_and_the_server_stays_up(server, tmp_path):
         "not JSON": ("{windows: ", 400, "body"),
         "wrong type": ({"windows": [{"fs": "fast", "eeg": [0.0] * 3000}]}, 400, "windows[0].fs"),
         "not an object": ("[1, 2]", 400, "body"),
+        "consecutive without a context graph": ({"windows": [window(100)], "consecutive": True}, 400, "consecutive"),
     }
     for name, (payload, status, field) in predict_cases.items():
         data = payload if isinstance(payload, str) else json.dumps(payload)
