@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .cache import recording_to_windows
-from .metrics import cohen_kappa
+from .agreement import PLOT_LEVELS, stage_agreement_report
 from .modalities import EPOCH_SECONDS, MODALITIES, STAGE_NAMES
 from .preprocessing import band_limit_hz
 from .recording import Recording
@@ -177,16 +177,11 @@ def night_summary(stage: np.ndarray, arousal: np.ndarray, true_stage: np.ndarray
 
 
 def stage_agreement(pred: np.ndarray, true: np.ndarray) -> dict:
-    """Accuracy and Cohen's kappa of predicted vs scored stages over the epochs that have a stage."""
-    keep = (np.asarray(true) >= 0) & (np.asarray(pred) >= 0)
-    p, t = np.asarray(pred)[keep], np.asarray(true)[keep]
-    out = {"labelled_epochs": int(keep.sum()), "stage_accuracy": None, "stage_kappa": None}
-    if not len(t):
-        return out
-    out["stage_accuracy"] = round(float((p == t).mean()), 4)
-    kappa = cohen_kappa(t, p, len(STAGE_NAMES))
-    out["stage_kappa"] = round(kappa, 4) if np.isfinite(kappa) else None
-    return out
+    """Accuracy and Cohen's kappa of predicted vs scored stages over the epochs that have both
+    (`physioserve.agreement`), rounded for the night summary's `reference`."""
+    report = stage_agreement_report(np.asarray(pred, np.int64), np.asarray(true, np.int64))
+    rounded = {k: None if report[k] is None else round(report[k], 4) for k in ("accuracy", "kappa")}
+    return {"labelled_epochs": report["epochs"], "stage_accuracy": rounded["accuracy"], "stage_kappa": rounded["kappa"]}
 
 
 def predict_night(session, signals: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
@@ -277,7 +272,6 @@ def write_score(score: NightScore, out_dir: str | Path, *, fmt: str = "csv", plo
     return written
 
 
-_PLOT_LEVEL = {"W": 4, "REM": 3, "N1": 2, "N2": 1, "N3": 0}  # conventional hypnogram order, W on top
 
 
 def plot_hypnogram(score: NightScore, path: str | Path) -> Path:
@@ -293,14 +287,14 @@ def plot_hypnogram(score: NightScore, path: str | Path) -> Path:
         panels.append(("scored", score.column(LABEL_COLUMN)))
     fig, axes = plt.subplots(len(panels), 1, figsize=(11, 2.2 * len(panels) + 0.6), sharex=True, squeeze=False)
     for ax, (title, stages) in zip(axes[:, 0], panels):
-        levels = np.array([_PLOT_LEVEL.get(s, np.nan) for s in stages], float)
+        levels = np.array([PLOT_LEVELS.get(s, np.nan) for s in stages], float)
         ax.stairs(levels, hours, baseline=None, color="#1f4e79", linewidth=1.2)
         if title == "predicted":
             arousal_hours = hours[:-1][np.array(score.column("arousal"), bool)]
             ax.plot(arousal_hours, np.full(len(arousal_hours), 4.45), "|", color="#c0392b", markersize=6, label="arousal")
             if len(arousal_hours):
                 ax.legend(loc="upper right", fontsize=8, frameon=False)
-        ax.set_yticks(list(_PLOT_LEVEL.values()), list(_PLOT_LEVEL.keys()))
+        ax.set_yticks(list(PLOT_LEVELS.values()), list(PLOT_LEVELS.keys()))
         ax.set_ylim(-0.5, 4.8)
         ax.set_ylabel(title)
         ax.grid(axis="x", alpha=0.3)
