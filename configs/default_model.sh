@@ -1,37 +1,43 @@
 #!/usr/bin/env bash
-# Rebuild the bundled default model and the CPU experiment of docs/EXPERIMENTS.md, step by step.
+# Rebuild the bundled default model and the staging experiment of docs/EXPERIMENTS.md, step by step.
 # Every step is a `physioserve` command; each resumes or skips what is already done.
-# Usage: bash configs/default_model.sh [RUNS_DIR]     (default runs/default; about 1.5 h on 2 idle CPU cores)
+# Usage: bash configs/default_model.sh [RUNS_DIR]     (default runs/default; about 2 h on 2 idle CPU cores)
+# THREADS=1 (default 2) on a machine that other jobs share: torch's threads spin against them.
 set -euo pipefail
 runs="${1:-runs/default}"
 ps="${PHYSIOSERVE:-.venv/bin/physioserve}"
+threads="${THREADS:-2}"
 mkdir -p "$runs"
-step() { echo "== $*"; /usr/bin/time -f "   wall %e s" "$@"; }
+step() { echo "== $(date +%T) $*"; /usr/bin/time -f "   wall %e s" "$@"; }
+done_or() { [ -e "$1" ] || { shift; step "$@"; }; }
 
-# 1. corpus: 36 full synthetic nights driven by real PhysioNet 2018 hypnograms (6 of them unlabelled,
-#    as in the challenge's test set); the demo's held-out hypnograms are never used here
-step "$ps" synth "$runs/corpus" --records 36 --unlabelled 6 --seed 1 --workers 2 --quiet
-# 2. window cache + patient split (labelled 30 -> train 20 / val 4 / test 6; pretrain = train + unlabelled)
-step "$ps" prepare "$runs/corpus" "$runs/cache" --workers 2
-# 3. MultiMAE + input modality drop pretraining, `small` size
-step "$ps" pretrain --config configs/pretrain-small.json --epochs 4 --data "$runs/cache" --out "$runs/pretrain" --resume --no-progress
-# 4. linear probes on the frozen encoder: all modalities, then one probe per single modality
-#    (the unimodal rows of the paper's tables)
-step "$ps" probe --config configs/probe-linear.json --checkpoint "$runs/pretrain/encoder.pt" --data "$runs/cache" --out "$runs/probe-all" --no-progress
-for modality in eeg eog emg ecg; do
-  step "$ps" probe --config configs/probe-linear.json --checkpoint "$runs/pretrain/encoder.pt" --data "$runs/cache" \
-    --modalities "$modality" --out "$runs/probe-$modality" --no-progress
-done
-# 5. baseline of the paper's tables: the same architecture trained end to end from random init
-step "$ps" probe --config configs/probe-end-to-end.json --scratch --size small --epochs 2 --data "$runs/cache" --out "$runs/scratch" --no-progress
-# 6. test-split tables
-step "$ps" evaluate "$runs"/probe-{all,eeg,eog,emg,ecg} "$runs/scratch" --out "$runs/evaluation"
-# 7. the bundled default model: heads fitted on the full input and on every single-modality and
-#    one-left-out subset (so recordings that lack modalities get usable predictions), exported with
-#    its test metrics, the missing-modality table and the card notes, into the package
-step "$ps" probe --config configs/probe-linear.json --checkpoint "$runs/pretrain/encoder.pt" --data "$runs/cache" \
-  --subset-augment --out "$runs/probe-all-augmented" --no-progress
-step "$ps" evaluate "$runs/probe-all-augmented" --out "$runs/evaluation-augmented"
-step "$ps" export --checkpoint "$runs/pretrain/encoder.pt" --probe "$runs/probe-all-augmented" \
-  --evaluation "$runs/evaluation-augmented/evaluation.json" --data "$runs/cache" --ablation \
-  --card-notes configs/default_model_card_notes.md --version 0.1.0 --out physioserve/assets/default_bundle --overwrite
+# 1. corpus: synthetic nights driven by real PhysioNet 2018 hypnograms (6 unlabelled, as in the challenge's
+#    test set), each with its own subject and recording-site parameters (docs/SYNTHETIC.md); the demo's
+#    held-out hypnograms are never used here
+done_or "$runs/corpus/age-sex.csv" "$ps" synth "$runs/corpus" --records 44 --unlabelled 6 --seed 1 --workers 2 --quiet
+# 2. window cache + patient split; each record uses one of six EEG derivations (frontal, central,
+#    occipital; both sides), so the model learns across derivations
+done_or "$runs/cache/split.json" "$ps" prepare "$runs/corpus" "$runs/cache" --workers 2 \
+  --vary-eeg F3-M2,F4-M1,C3-M2,C4-M1,O1-M2,O2-M1
+# 3. MultiMAE + input modality drop pretraining (paper §3.3), `small` size, on augmented batches
+#    (training.augment: gain, polarity, spectral tilt, filter corners, noise, drift, pops, EMG bursts)
+done_or "$runs/pretrain/encoder.pt" "$ps" pretrain --config configs/pretrain-small.json --epochs 3 --augment \
+  --data "$runs/cache" --out "$runs/pretrain" --resume --no-progress --threads "$threads"
+# 4. frozen-encoder linear probes (the paper's protocol), for the card's comparison with fine-tuning
+done_or "$runs/probe-linear/model.pt" "$ps" probe --config configs/probe-linear.json --checkpoint "$runs/pretrain/encoder.pt" \
+  --data "$runs/cache" --out "$runs/probe-linear" --no-progress --threads "$threads"
+# 5. full fine-tuning of the pretrained encoder (paper Appendix E) with the same augmentation and random
+#    modality subsets (EEG alone in 40 % of the cut windows): the shipped model's window-level heads
+done_or "$runs/finetune/model.pt" "$ps" probe --checkpoint "$runs/pretrain/encoder.pt" --finetune --augment \
+  --augment-subsets 0.5 --augment-eeg-only 0.4 --select sleep_stage --epochs 3 --batch-size 128 --lr 2e-4 \
+  --data "$runs/cache" --out "$runs/finetune" --no-progress --threads "$threads"
+# 6. the night-context model (BiGRU over the fine-tuned encoder's epoch embeddings) and temperature scaling
+done_or "$runs/context/context.pt" "$ps" context --probe "$runs/finetune" --data "$runs/cache" --out "$runs/context" \
+  --passes 3 --no-progress --threads "$threads"
+# 7. test-split tables of both heads
+done_or "$runs/evaluation/evaluation.json" "$ps" evaluate "$runs/probe-linear" "$runs/finetune" --out "$runs/evaluation"
+# 8. the bundled default model: fine-tuned encoder + calibrated heads + night-context graph, the MultiMAE
+#    decoders for `physioserve adapt`, its test metrics, the missing-modality table and the card notes
+step "$ps" export --checkpoint "$runs/pretrain/checkpoint.pt" --probe "$runs/finetune" --context "$runs/context" \
+  --evaluation "$runs/evaluation/evaluation.json" --data "$runs/cache" --ablation \
+  --card-notes configs/default_model_card_notes.md --version 0.2.0 --out physioserve/assets/default_bundle --overwrite
