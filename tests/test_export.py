@@ -31,7 +31,7 @@ def model(pipeline):
 def test_export_writes_a_checked_bundle(pipeline):
     bundle = read_bundle(pipeline["bundle"], verify_hash=True)
     meta = bundle.meta
-    assert sorted(p.name for p in bundle.path.iterdir()) == ["MODEL_CARD.md", "bundle.json", "model.int8.onnx", "model.onnx"]
+    assert sorted(p.name for p in bundle.path.iterdir()) == ["MODEL_CARD.md", "bundle.json", "model.int8.onnx", "model.onnx", "weights.pt"]
     assert meta["version"] == "0.0.1-test" and meta["d_model"] == 32 and meta["model"]["size"] == "tiny"
     assert meta["modalities"] == list(MODALITIES)
     assert meta["class_names"] == {k: list(v) for k, v in CLASS_NAMES.items()}
@@ -173,7 +173,7 @@ def test_register_saves_into_the_model_store_and_resolves_from_it(pipeline, tmp_
     assert tag.startswith("physioserve:")
     stored = store_bundle_path(tag)
     assert sorted(p.name for p in stored.iterdir() if not p.name.startswith("model.yaml")) == [
-        "MODEL_CARD.md", "bundle.json", "model.int8.onnx", "model.onnx"]
+        "MODEL_CARD.md", "bundle.json", "model.int8.onnx", "model.onnx", "weights.pt"]
     resolved = resolve_bundle(packaged=tmp_path / "none")
     assert resolved.source.startswith("store:") and resolved.version == "0.0.1-test"
     assert resolve_bundle(tag).path == stored
