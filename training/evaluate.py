@@ -31,16 +31,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="evaluation", help="folder for evaluation.json and evaluation.md")
 
 
+OBJECTIVE_TITLES = {"simclr": "SimCLR", "clip-pairwise": "CLIP pairwise", "clip-loo": "CLIP leave-one-out"}
+
+
+def pretraining_label(pre: dict, model: dict) -> str:
+    """'MultiMAE + modality drop', 'MultiMAE', 'MAE on EEG' (unimodal), 'SimCLR (late fusion)', ...; a mask
+    ratio other than the paper's 0.7 is named (Appendix C)."""
+    objective = pre.get("objective", "multimae")
+    if objective != "multimae":
+        return f"{OBJECTIVE_TITLES[objective]} (late fusion)"
+    mods = model.get("modalities", MODALITIES)
+    if len(mods) < len(MODALITIES):
+        label = f"MAE on {'+'.join(m.upper() for m in mods)}"
+    else:
+        label = "MultiMAE + modality drop" if pre.get("modality_drop") else "MultiMAE"
+    if pre.get("modality_drop"):  # overall ratio: the dropped modality plus p of the others
+        ratio = (1 + pre.get("token_mask_prob", 0.6) * (len(mods) - 1)) / len(mods)
+    else:
+        ratio = pre.get("mask_ratio", 0.7)
+    return label if abs(ratio - 0.7) < 1e-6 else f"{label}, mask ratio {ratio:.2f}"
+
+
 def describe(summary: dict) -> dict[str, str]:
     """The row labels of one probe run: inputs, pretraining, training, labels, size."""
     probe = summary["configs"]["probe"]
     pre = summary["configs"].get("pretrain") or {}
+    model = summary["configs"]["model"]
     mods = [m for m in MODALITIES if m in probe["modalities"]]
     inputs = "All" if len(mods) == len(MODALITIES) else "+".join(m.upper() for m in mods)
+    if probe["mode"] != "scratch" and len(mods) < len(model.get("modalities", MODALITIES)):
+        inputs += " (multimodal encoder)"  # one modality into an encoder pretrained on more: not a unimodal MAE
     if probe["mode"] == "scratch":
         pretraining = "none (random init)"
     else:
-        pretraining = "MultiMAE + modality drop" if pre.get("modality_drop") else "MultiMAE"
+        pretraining = pretraining_label(pre, model)
     training = {"linear": "linear probe", "finetune": "fine-tuned", "scratch": "end to end"}[probe["mode"]]
     if probe.get("train_records") is not None:
         labels = f"{probe['train_records']} train records"
@@ -49,7 +73,7 @@ def describe(summary: dict) -> dict[str, str]:
     else:
         labels = "all"
     return {"inputs": inputs, "pretraining": pretraining, "training": training, "labels": labels,
-            "size": summary["configs"]["model"]["name"]}
+            "size": model["name"]}
 
 
 def _config_key(summary: dict) -> str:
