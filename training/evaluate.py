@@ -110,7 +110,8 @@ def evaluate_dir(path: str | Path) -> dict:
     }
 
 
-def _stats(values: list[float]) -> dict:
+def mean_std(values: list[float]) -> dict:
+    """{mean, std (sample, ddof 1; 0 for one value), n} of the finite values."""
     arr = np.asarray(values, np.float64)
     arr = arr[np.isfinite(arr)]
     if len(arr) == 0:
@@ -134,9 +135,9 @@ def group_runs(runs: list[dict]) -> list[dict]:
             "config": key,
             "n_runs": len(members),
             "dirs": [m["dir"] for m in members],
-            "metrics": {t: {k: _stats([m["metrics"].get(t, {}).get(k, np.nan) for m in members]) for k in METRICS}
+            "metrics": {t: {k: mean_std([m["metrics"].get(t, {}).get(k, np.nan) for m in members]) for k in METRICS}
                         for t in TASKS},
-            "aggregate": _stats([m["aggregate"] for m in members]),
+            "aggregate": mean_std([m["aggregate"] for m in members]),
         })
     order = {"All": -1, **{m.upper(): i for i, m in enumerate(MODALITIES)}}
     out.sort(key=lambda g: (g["row"]["size"], g["row"]["training"], g["row"]["pretraining"], g["row"]["labels"],
@@ -144,7 +145,8 @@ def group_runs(runs: list[dict]) -> list[dict]:
     return out
 
 
-def _cell(stat: dict) -> str:
+def format_cell(stat: dict) -> str:
+    """'0.744 ± 0.012' (std only when there are several runs); '–' when there are none."""
     if stat["n"] == 0:
         return "–"
     return f"{stat['mean']:.3f}" + (f" ± {stat['std']:.3f}" if stat["n"] > 1 else "")
@@ -157,9 +159,9 @@ def markdown_tables(groups: list[dict]) -> str:
              "|" + "---|" * 10]
     for g in groups:
         r = g["row"]
-        cells = [_cell(g["metrics"][t]["balanced_accuracy"]) for t in TASKS]
+        cells = [format_cell(g["metrics"][t]["balanced_accuracy"]) for t in TASKS]
         lines.append(f"| {r['inputs']} | {r['pretraining']} | {r['training']} | {r['labels']} | {r['size']} | "
-                     + " | ".join(cells) + f" | {_cell(g['aggregate'])} | {g['n_runs']} |")
+                     + " | ".join(cells) + f" | {format_cell(g['aggregate'])} | {g['n_runs']} |")
     lines += ["", "Score = mean over tasks of (balanced accuracy − chance) / chance; chance 0.2, 0.5, 0.5.", "",
               "### All test metrics", "",
               "| Inputs | Pretraining | Training | Labels | Size | Task | Balanced acc. | Kappa | Macro F1 | AUROC |",
@@ -169,18 +171,18 @@ def markdown_tables(groups: list[dict]) -> str:
         for t in TASKS:
             m = g["metrics"][t]
             lines.append(f"| {r['inputs']} | {r['pretraining']} | {r['training']} | {r['labels']} | {r['size']} | "
-                         f"{TASK_TITLES[t]} | " + " | ".join(_cell(m[k]) for k in METRICS) + " |")
+                         f"{TASK_TITLES[t]} | " + " | ".join(format_cell(m[k]) for k in METRICS) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _json_safe(obj):
+def json_safe(obj):
     """NaN -> null, so that evaluation.json is strict JSON."""
     if isinstance(obj, float):
         return obj if np.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     return obj
 
 
@@ -194,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
     text = markdown_tables(groups)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "evaluation.json").write_text(json.dumps(_json_safe({"runs": runs, "groups": groups}), indent=1))
+    (out / "evaluation.json").write_text(json.dumps(json_safe({"runs": runs, "groups": groups}), indent=1))
     (out / "evaluation.md").write_text(text)
     print(text)
     print(f"evaluate: {len(runs)} run(s) in {len(groups)} row(s); {out / 'evaluation.json'}, {out / 'evaluation.md'}",
