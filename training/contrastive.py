@@ -35,7 +35,7 @@ def _info_nce(a: torch.Tensor, b: torch.Tensor, valid: torch.Tensor, temperature
 
     Returns (summed loss over valid rows and both directions / 2, number of valid rows)."""
     logits = (a.float() @ b.float().T) / temperature  # [B, B]
-    logits = logits.masked_fill(~valid[None, :], _NEG)
+    logits = logits.masked_fill(~(valid[:, None] & valid[None, :]), _NEG)  # invalid rows and columns, both ways
     target = torch.arange(len(a), device=a.device)
     rows = F.cross_entropy(logits, target, reduction="none") + F.cross_entropy(logits.T, target, reduction="none")
     return (rows * valid).sum() / 2, valid.sum()
