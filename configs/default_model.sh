@@ -15,15 +15,16 @@ step "$ps" synth "$runs/corpus" --records 36 --unlabelled 6 --seed 1 --workers 2
 step "$ps" prepare "$runs/corpus" "$runs/cache" --workers 2
 # 3. MultiMAE + input modality drop pretraining, `small` size
 step "$ps" pretrain --config configs/pretrain-small.json --epochs 4 --data "$runs/cache" --out "$runs/pretrain" --resume --no-progress
-# 4. linear probes on the frozen encoder: all modalities, then one probe per single modality
-#    (the unimodal rows of the paper's tables)
+# 4. linear probes on the frozen encoder: all modalities, then the multimodal encoder probed with one
+#    modality at a time (not the paper's unimodal rows, which pretrain one MAE per modality:
+#    `physioserve pretrain --modalities eeg`, run by `physioserve reproduce`)
 step "$ps" probe --config configs/probe-linear.json --checkpoint "$runs/pretrain/encoder.pt" --data "$runs/cache" --out "$runs/probe-all" --no-progress
 for modality in eeg eog emg ecg; do
   step "$ps" probe --config configs/probe-linear.json --checkpoint "$runs/pretrain/encoder.pt" --data "$runs/cache" \
     --modalities "$modality" --out "$runs/probe-$modality" --no-progress
 done
 # 5. baseline of the paper's tables: the same architecture trained end to end from random init
-step "$ps" probe --config configs/probe-end-to-end.json --scratch --size small --epochs 2 --data "$runs/cache" --out "$runs/scratch" --no-progress
+step "$ps" probe --config configs/probe-end-to-end.json --scratch --size small --epochs 2 --warmup-epochs 1 --data "$runs/cache" --out "$runs/scratch" --no-progress
 # 6. test-split tables
 step "$ps" evaluate "$runs"/probe-{all,eeg,eog,emg,ecg} "$runs/scratch" --out "$runs/evaluation"
 # 7. the bundled default model: heads fitted on the full input and on every single-modality and
