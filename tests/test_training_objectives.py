@@ -219,3 +219,27 @@ def test_contrastive_model_gives_every_parameter_a_gradient_with_a_modality_abse
     loss.backward()
     assert torch.isfinite(loss) and per.shape == (4,)
     assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.slow
+def test_late_fusion_and_unimodal_probes_export_as_one_onnx_graph_of_the_same_interface(cache, tmp_path):
+    """`physioserve export` of a late-fusion (CLIP leave-one-out) and of a unimodal probe: the bundle contract's
+    inputs and outputs, dynamic batch, parity with torch (checked by export at batch 1, 2, 7, 64)."""
+    import onnxruntime as ort
+
+    from physioserve.bundle import INPUT_NAMES, OUTPUT_NAMES, read_bundle
+
+    for name, flags in {"late": ["--objective", "clip-loo"], "eeg": ["--modalities", "eeg"]}.items():
+        run, probe, bundle = tmp_path / f"run-{name}", tmp_path / f"probe-{name}", tmp_path / f"bundle-{name}"
+        assert main(["pretrain", "--data", str(cache), "--out", str(run), *flags, *PRE]) == 0
+        assert main(["probe", "--checkpoint", str(run / "encoder.pt"), "--data", str(cache), "--out", str(probe),
+                     "--epochs", "2", *CPU]) == 0
+        assert main(["export", "--checkpoint", str(run / "encoder.pt"), "--probe", str(probe), "--out", str(bundle)]) == 0
+        meta = read_bundle(bundle).meta
+        assert max(meta["export"]["parity"]["max_abs"].values()) <= 1e-4
+        session = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
+        assert tuple(i.name for i in session.get_inputs()) == INPUT_NAMES
+        assert tuple(o.name for o in session.get_outputs()) == OUTPUT_NAMES
+        signals = np.random.default_rng(0).normal(size=(3, 4, 3000)).astype(np.float32)
+        out = session.run(None, {"signals": signals, "modality_mask": np.ones((3, 4), bool)})
+        assert out[0].shape == (3, TINY.d_model) and out[1].shape == (3, 5)
