@@ -15,7 +15,7 @@ import sys
 # command -> (module, one-line help, extra that provides its dependencies)
 COMMANDS: dict[str, tuple[str, str, str | None]] = {
     "inspect": ("physioserve.inspection", "show channels, rates, duration, modality map and labels of a file", None),
-    "prepare": ("physioserve.prepare", "turn a PhysioNet-2018-layout folder into a memory-mapped window cache", None),
+    "prepare": ("physioserve.prepare", "turn PhysioNet-2018-layout folders (e.g. training and test) into a memory-mapped window cache", None),
     "synth": ("physioserve.synth.cli", "write a PhysioNet-2018-shaped synthetic corpus", None),
     "pretrain": ("training.pretrain", "pretraining: MultiMAE (+ modality drop), unimodal MAE, or a contrastive baseline", "train"),
     "probe": ("training.probe", "linear probes (stage, age, arousal) on a frozen encoder", "train"),

@@ -26,7 +26,7 @@ from .cache import SplitFractions, init_cache, make_split, write_record
 from .io import find_records, read_recording
 from .modalities import parse_channel_map
 
-HELP = "turn a PhysioNet-2018-layout folder (real or synthetic) into a memory-mapped window cache"
+HELP = "turn PhysioNet-2018-layout folders (real or synthetic; e.g. training and test) into a memory-mapped window cache"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from physioserve.modalities import MODALITIES
 
-from .config import drop_mask_prob
+from .config import MODEL_SIZES, drop_mask_prob
 from .tables import Row, Table, write_tables
 
 HELP = "run every row of the paper's Tables 1-2 and Appendices C, D, E, H over seeds, and write the tables"
@@ -46,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="PhysioNet-2018-layout roots to prepare into RUNS/cache (e.g. training test)")
     parser.add_argument("--out", type=Path, required=True, help="runs folder: cache/, pretrain/, probe/, figures/, tables/")
     parser.add_argument("--cache", type=Path, help="an existing window cache instead of DATA_DIRs")
-    parser.add_argument("--size", default=None, help="model size (tiny, small, paper; default: the config's, else small)")
+    parser.add_argument("--size", choices=sorted(MODEL_SIZES), default=None,
+                        help="model size (default: the --pretrain-config's, else small)")
     parser.add_argument("--seeds", default="0,1", help="comma-separated seeds (default 0,1)")
     parser.add_argument("--tables", default=",".join(TABLES), help=f"subset of {','.join(TABLES)} (default all)")
     parser.add_argument("--pretrain-config", type=Path, help="JSON of PretrainConfig fields for every pretraining "
