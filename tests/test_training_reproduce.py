@@ -87,3 +87,8 @@ def test_reproduce_runs_every_table_over_two_seeds(challenge, tmp_path):
     assert (out / "tables" / "tables.md").read_text() == before
     log = [json.loads(line) for line in (out / "reproduce.jsonl").read_text().splitlines()]
     assert all(r["skipped"] for r in log[len(log) // 2 + 1:])  # all but prepare (which always checks) skipped
+    # --report writes the tables of what is done, running nothing (a long run's progress)
+    shutil.rmtree(out / "probe" / "all-clip-loo-s1")
+    assert main([*args, "--report"]) == 0
+    rows = json.loads((out / "tables" / "tables.json").read_text())["table2"]["rows"]
+    assert [r["n_runs"] for r in rows] == [2, 2, 1, 2, 2] and not (out / "probe" / "all-clip-loo-s1").exists()

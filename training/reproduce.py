@@ -4,6 +4,7 @@
         --pretrain-launcher "torchrun --nproc_per_node 8"                        # the real data, on GPUs
     physioserve reproduce corpus --out runs/small --size small --epochs 4 --seeds 0,1   # a synthetic corpus
     physioserve reproduce --cache CACHE --out RUNS --dry-run                     # print the commands only
+    physioserve reproduce --cache CACHE --out RUNS --report                      # tables of the steps done so far
 
 One `physioserve` command per step, run in order, each skipped when its output exists (so the whole
 command resumes after a kill; pretraining steps pass `--resume`):
@@ -72,6 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--workers", type=int, help="DataLoader workers (and prepare processes)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    parser.add_argument("--report", action="store_true",
+                        help="write the tables from the steps finished so far (a long run's progress), run nothing")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -257,6 +260,12 @@ def run(args: argparse.Namespace) -> int:
         for step in plan.steps:
             prefix = f"{args.pretrain_launcher} -m physioserve.cli" if step.pretrain and args.pretrain_launcher else "physioserve"
             print(f"{prefix} {shlex.join(step.argv)}")
+        return 0
+    if args.report:
+        done = sum(1 for step in plan.steps if step.done is not None and step.done.exists())
+        print(write_tables(tables, args.out / "tables", appendix_h="H" in plan.tables))
+        print(f"reproduce: {done} of {sum(s.done is not None for s in plan.steps)} steps finished; tables from those in "
+              f"{args.out / 'tables'}", file=sys.stderr)
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / "reproduce.jsonl"
