@@ -15,12 +15,14 @@ import sys
 # command -> (module, one-line help, extra that provides its dependencies)
 COMMANDS: dict[str, tuple[str, str, str | None]] = {
     "inspect": ("physioserve.inspection", "show channels, rates, duration, modality map and labels of a file", None),
-    "prepare": ("physioserve.prepare", "turn a PhysioNet-2018-layout folder into a memory-mapped window cache", None),
+    "prepare": ("physioserve.prepare", "turn PhysioNet-2018-layout folders (e.g. training and test) into a memory-mapped window cache", None),
     "synth": ("physioserve.synth.cli", "write a PhysioNet-2018-shaped synthetic corpus", None),
-    "pretrain": ("training.pretrain", "MultiMAE pretraining (with input modality drop) on a window cache", "train"),
+    "pretrain": ("training.pretrain", "pretraining: MultiMAE (+ modality drop), unimodal MAE, or a contrastive baseline", "train"),
     "probe": ("training.probe", "linear probes (stage, age, arousal) on a frozen encoder", "train"),
     "context": ("training.context_train", "train the night-context model (BiGRU over epoch embeddings) and calibrate", "train"),
     "evaluate": ("training.evaluate", "test-split metrics of probe runs, as the paper's tables", "train"),
+    "analyze": ("training.analyze", "attention rollout, raw attention, relative source variance, reconstructions (paper §4.4)", "train"),
+    "reproduce": ("training.reproduce", "every row of the paper's Tables 1-2 and Appendices C, D, E, H over seeds", "train"),
     "export": ("export.cli", "export encoder + probe heads to a checked ONNX model bundle", "export"),
     "adapt": ("training.adapt", "adapt a bundle to a site's unlabelled recordings (MultiMAE + embedding statistics)", "train"),
     "demo": ("physioserve.demo", "score a synthetic night from a held-out real hypnogram with the default model", None),

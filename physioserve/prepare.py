@@ -1,8 +1,14 @@
-"""`physioserve prepare DATA_DIR OUT_DIR`: a PhysioNet-2018-layout folder -> window cache.
+"""`physioserve prepare DATA_DIR [DATA_DIR ...] OUT_DIR`: PhysioNet-2018-layout folders -> window cache.
+
+    physioserve prepare training test CACHE       # the challenge's labelled training/ and unlabelled test/
 
 Records are preprocessed in parallel (one process per record) with the one `preprocess` function,
 records already in the cache are skipped, and a record that fails is reported without losing the
-rest. The patient-level split is written once, at the first run, and reused afterwards.
+rest. The patient-level split is written once, from every record of every root given (so the order of
+the roots does not matter), and reused afterwards. Records added by a later run join it without ever
+moving a labelled record into pretraining once labelled records have been split: new unlabelled
+records -> pretrain, new labelled ones -> test; a cache that held only unlabelled records splits the
+first labelled ones it gets with the usual fractions.
 """
 
 from __future__ import annotations
@@ -20,11 +26,12 @@ from .cache import SplitFractions, init_cache, make_split, write_record
 from .io import find_records, read_recording
 from .modalities import parse_channel_map
 
-HELP = "turn a PhysioNet-2018-layout folder (real or synthetic) into a memory-mapped window cache"
+HELP = "turn PhysioNet-2018-layout folders (real or synthetic; e.g. training and test) into a memory-mapped window cache"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("data_dir", type=Path, help="dataset root holding trXX-XXXX/ record folders")
+    parser.add_argument("data_dirs", type=Path, nargs="+", metavar="DATA_DIR",
+                        help="dataset roots holding record folders (e.g. training/ and test/ of PhysioNet 2018)")
     parser.add_argument("out_dir", type=Path, help="cache folder (created; re-running resumes)")
     parser.add_argument("--workers", type=int, default=2, help="parallel processes (default 2)")
     parser.add_argument("--channel-map", default=None, help="override, e.g. eeg=C4-M1,eog=E1-M2")
@@ -57,8 +64,23 @@ def _labelled(cache_dir: Path, name: str) -> bool:
     return json.loads((cache_dir / "records" / name / "record.json").read_text())["labelled"]
 
 
+def find_all_records(data_dirs: list[Path]) -> list[Path]:
+    """Record folders of every root, in root order; a record name found under two roots is an error."""
+    records: dict[str, Path] = {}
+    for root in data_dirs:
+        found = find_records(root)
+        if not found:
+            raise FileNotFoundError(f"{root}: no record folders (expected <name>/<name>.hea inside)")
+        for record in found:
+            if record.name in records:
+                raise ValueError(f"record {record.name} is in {records[record.name].parent} and in {root}; "
+                                 "give each record once")
+            records[record.name] = record
+    return list(records.values())
+
+
 def prepare(
-    data_dir: Path,
+    data_dirs: Path | list[Path],
     out_dir: Path,
     *,
     workers: int = 2,
@@ -69,11 +91,11 @@ def prepare(
     progress: bool = True,
     vary_eeg: list[str] | None = None,
 ) -> dict:
-    """Build or resume the cache; returns a summary {done, skipped, failed: {record: reason}, split}."""
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
-    records = find_records(data_dir)[:limit]
-    if not records:
-        raise FileNotFoundError(f"{data_dir}: no record folders (expected <name>/<name>.hea inside)")
+    """Build or resume the cache from one or several roots; returns a summary {done, skipped, failed: {record:
+    reason}, split}."""
+    roots = [Path(data_dirs)] if isinstance(data_dirs, (str, Path)) else [Path(d) for d in data_dirs]
+    out_dir = Path(out_dir)
+    records = find_all_records(roots)[:limit]
     init_cache(out_dir, arousal_threshold=arousal_threshold)
     todo = [r for r in records if not (out_dir / "records" / r.name / "record.json").exists()]
     failed: dict[str, str] = {}
@@ -106,7 +128,16 @@ def _write_or_extend_split(out_dir: Path, done: list[str], seed: int) -> dict:
     split = json.loads(path.read_text())
     known = set(split["pretrain"]) | set(split["val"]) | set(split["test"])
     new = [r for r in done if r not in known]
-    if new:  # records added after the split was fixed: labelled ones go to test, never into pretraining
+    held_labelled = split["train"] or split["val"] or split["test"]
+    if new and not held_labelled and any(r in labelled for r in new):
+        # only unlabelled records so far (e.g. test/ prepared before training/): nothing was split yet
+        fresh = make_split(sorted(r for r in new if r in labelled), [], SplitFractions(seed=seed))
+        split.update({k: fresh[k] for k in ("train", "val", "test")})
+        split["pretrain"] = sorted(set(split["pretrain"]) | {r for r in new if r in unlabelled} | set(fresh["train"]))
+        path.write_text(json.dumps(split, indent=1))
+        print(f"prepare: split.json held no labelled record; {len(fresh['train'])} train / {len(fresh['val'])} val / "
+              f"{len(fresh['test'])} test records split now (train joins pretrain)")
+    elif new:  # records added after the split was fixed: labelled ones go to test, never into pretraining
         split["test"] = sorted(split["test"] + [r for r in new if r in labelled])
         split["pretrain"] = sorted(split["pretrain"] + [r for r in new if r in unlabelled])
         path.write_text(json.dumps(split, indent=1))
@@ -117,7 +148,7 @@ def _write_or_extend_split(out_dir: Path, done: list[str], seed: int) -> dict:
 def run(args: argparse.Namespace) -> int:
     try:
         summary = prepare(
-            args.data_dir, args.out_dir, workers=args.workers, channel_map=parse_channel_map(args.channel_map),
+            args.data_dirs, args.out_dir, workers=args.workers, channel_map=parse_channel_map(args.channel_map),
             arousal_threshold=args.arousal_threshold, split_seed=args.split_seed, limit=args.limit,
             vary_eeg=[c.strip() for c in args.vary_eeg.split(",") if c.strip()] if args.vary_eeg else None,
         )

@@ -164,9 +164,9 @@ def test_named_sizes():
     from training.model import count_parameters
 
     paper = MultiModalEncoder(ModelConfig.named("paper"))
-    assert 24e6 < count_parameters(paper) < 28e6  # paper: about 25 M
+    assert 26.4e6 < count_parameters(paper) < 26.6e6  # our count (the paper states none): 26.5 M
     gflop = encoder_flops_per_window(paper) / 1e9
-    assert 6.0 < gflop < 7.0  # paper: 6.3 GFLOP per window
+    assert 6.3 < gflop < 6.5  # FlopCounterMode: 6.39 GFLOP per window
     assert ModelConfig.from_dict(ModelConfig.named("small").to_dict()) == ModelConfig.named("small")
     assert np.isclose(PretrainConfig().mask_ratio, 0.7)
 

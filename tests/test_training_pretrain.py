@@ -35,8 +35,9 @@ def _pretrain(cache, out, *extra):
     assert main(["pretrain", "--data", str(cache), "--out", str(out), *ARGS, *extra]) == 0
 
 
-def _log(run):
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+def _log(run, kind="loss"):
+    """metrics.jsonl lines of one kind: training ("loss") or validation ("val_loss")."""
+    return [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if kind in r]
 
 
 def test_resume_after_a_stop_gives_the_same_losses(cache, tmp_path):
@@ -50,6 +51,9 @@ def test_resume_after_a_stop_gives_the_same_losses(cache, tmp_path):
     assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(1, 11))
     for key in ("loss", "loss_eeg", "loss_ecg", "lr", "grad_norm"):
         assert [r[key] for r in a] == [r[key] for r in b], key  # bit-identical
+    va, vb = _log(straight, "val_loss"), _log(stopped, "val_loss")
+    assert [r["step"] for r in va] == [r["step"] for r in vb] == [5, 10]  # one validation per epoch end
+    assert [r["val_loss"] for r in va] == [r["val_loss"] for r in vb]
     ma, mb = (load_checkpoint(r / "checkpoint.pt")["model"] for r in (straight, stopped))
     assert all(torch.equal(ma[k], mb[k]) for k in ma)
 

@@ -64,7 +64,7 @@ def test_pretrain_probe_evaluate_end_to_end(setup, tmp_path):
         m = run["metrics"]["sleep_stage"]
         assert 0.0 <= m["balanced_accuracy"] <= 1.0 and m["n"] > 0
     table = (tmp_path / "eval" / "evaluation.md").read_text()
-    assert "| EEG |" in table and "none (random init)" in table and "2 train records" in table
+    assert "| EEG (multimodal encoder) |" in table and "none (random init)" in table and "2 train records" in table
 
 
 def test_linear_probe_outputs_and_inference_model(setup, tmp_path, monkeypatch):

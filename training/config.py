@@ -38,6 +38,9 @@ class _Config:
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
 
+FUSIONS = ("early", "late")
+
+
 @dataclass(frozen=True)
 class ModelConfig(_Config):
     """The encoder (tokenizers + transformer) and the MultiMAE decoders."""
@@ -59,13 +62,24 @@ class ModelConfig(_Config):
     decoder_heads: int = 8
     decoder_layers: int = 1
     decoder_dropout: float = 0.0  # choice: no dropout in the decoders (as MAE)
+    # the encoder's modalities, in MODALITIES order; one of them for a unimodal MAE (paper Table 1). The
+    # model input stays [B, 4, S] + mask [B, 4]; the other modalities are ignored
     modalities: tuple[str, ...] = MODALITIES
+    # early: one transformer over all modalities' tokens (MultiMAE); late: each modality through its own
+    # transformer of the same size, no cross-modal attention, embedding = mean over present modalities
+    # (paper Appendix F, the contrastive baselines; the mean is our choice, so heads read d_model)
+    fusion: str = "early"
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads or self.decoder_dim % self.decoder_heads:
             raise ValueError(f"{self.name}: d_model / decoder_dim must be divisible by the head count")
         if self.chunk_samples % self.pool_size:
             raise ValueError(f"{self.name}: pool_size {self.pool_size} must divide chunk_samples {self.chunk_samples}")
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion {self.fusion!r}; accepted: {', '.join(FUSIONS)}")
+        if not self.modalities or list(self.modalities) != [m for m in MODALITIES if m in self.modalities]:
+            raise ValueError(f"model modalities {list(self.modalities)}: a non-empty subset of "
+                             f"{', '.join(MODALITIES)}, in that order")
 
     @property
     def n_tokens(self) -> int:
@@ -95,10 +109,18 @@ MODEL_SIZES: dict[str, ModelConfig] = {
 }
 
 
+OBJECTIVES = ("multimae", "simclr", "clip-pairwise", "clip-loo")
+SELECT_RULES = ("latest", "best-val")
+
+
 @dataclass(frozen=True)
 class PretrainConfig(_Config):
-    """MultiMAE pretraining with input modality drop (paper §3.3) and its optimisation."""
+    """Pretraining: MultiMAE with input modality drop (paper §3.3) or a contrastive baseline of a
+    late-fusion model (Appendix F), and its optimisation."""
 
+    # multimae: masked reconstruction (early fusion); simclr: augmented adjacent windows as positives, per
+    # modality; clip-pairwise / clip-loo: modalities of a window as positives (SleepFM, Thapa et al. 2024)
+    objective: str = "multimae"
     mask_ratio: float = 0.7  # fraction of the 120 tokens masked: 36 kept per full sample
     modality_drop: bool = True
     token_mask_prob: float = 0.6  # with drop: masked fraction of the 3 remaining modalities (36 of 90 kept)
@@ -106,7 +128,7 @@ class PretrainConfig(_Config):
     batch_size: int = 256  # global, split over the DDP ranks; choice (paper silent)
     lr: float = 1.5e-4  # peak; choice: MAE's base lr 1.5e-4 per 256 samples
     min_lr: float = 1e-6  # end of the cosine; choice
-    warmup_epochs: float = 40.0  # choice: MAE's 40 epochs
+    warmup_epochs: float = 10.0  # paper §3.5: 10 warm-up epochs, then cosine
     weight_decay: float = 0.05  # choice: MAE
     betas: tuple[float, float] = (0.9, 0.95)  # choice: MAE
     clip_grad_norm: float = 1.0  # choice
@@ -115,17 +137,53 @@ class PretrainConfig(_Config):
     checkpoint_every: int = 1000  # steps; also at every epoch end and when the run stops
     log_every: int = 50  # steps
     augment: dict | None = None  # AugmentConfig fields (our addition): perturb each batch before masking
+    # validation: the objective's loss on (at most) val_windows windows of the validation split at every
+    # epoch end, with fixed masks / augmentations (seed val_seed), so that epochs are comparable
+    val_windows: int = 16384  # choice: evenly spaced windows of the split, enough for a stable mean
+    val_seed: int = 12345
+    # which weights encoder.pt gets: None = the paper's rule (§3.5): the latest for MultiMAE + modality
+    # drop, the lowest validation loss otherwise
+    select: str | None = None
+    # contrastive objectives (Appendix F): projection head d_model -> d_model/2 -> d_model/4 per modality
+    # (512 -> 256 -> 128 at the paper size), discarded after pretraining; fixed temperature
+    temperature: float = 0.1  # choice: the paper fixes it without the value we could find; SimCLR's range
+    projection_hidden: int | None = None  # None: d_model // 2
+    projection_dim: int | None = None  # None: d_model // 4
 
     def __post_init__(self) -> None:
         if not 0.0 < self.mask_ratio < 1.0 or not 0.0 < self.token_mask_prob < 1.0:
             raise ValueError("mask_ratio and token_mask_prob must lie in (0, 1)")
         if self.amp not in ("auto", "bf16", "fp16", "off"):
             raise ValueError(f"amp {self.amp!r}; accepted: auto, bf16, fp16, off")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective {self.objective!r}; accepted: {', '.join(OBJECTIVES)}")
+        if self.select is not None and self.select not in SELECT_RULES:
+            raise ValueError(f"select {self.select!r}; accepted: {', '.join(SELECT_RULES)}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature {self.temperature} must be positive")
 
     @property
     def keep_fraction(self) -> float:
         """Fraction of the available (present, not dropped) tokens that the encoder sees."""
         return 1.0 - (self.token_mask_prob if self.modality_drop else self.mask_ratio)
+
+    @property
+    def fusion(self) -> str:
+        """The encoder the objective trains: early fusion for MultiMAE, late fusion for the contrastive ones."""
+        return "early" if self.objective == "multimae" else "late"
+
+    @property
+    def selection(self) -> str:
+        """`select`, or the paper's rule: latest for MultiMAE + modality drop, best validation loss otherwise."""
+        if self.select is not None:
+            return self.select
+        return "latest" if self.objective == "multimae" and self.modality_drop else "best-val"
+
+
+def drop_mask_prob(mask_ratio: float, n_modalities: int = len(MODALITIES)) -> float:
+    """Per-token mask probability on the modalities left by a drop that keeps the overall ratio at mask_ratio:
+    (1 + p (M - 1)) / M = r, so p = (M r - 1) / (M - 1); 0.6 for the paper's 0.7 with 4 modalities."""
+    return (n_modalities * mask_ratio - 1.0) / (n_modalities - 1)
 
 
 @dataclass(frozen=True)
@@ -155,6 +213,23 @@ class AugmentConfig(_Config):
     eeg_only_p: float = 0.0  # of the cut masks, the share that keep EEG alone
 
 
+@dataclass(frozen=True)
+class ViewAugmentConfig(_Config):
+    """The views of SimCLR-style pretraining (`training.signal_augment`): the augmentation families Raghu et
+    al. 2022 take from Cheng et al. 2020 (subject-aware contrastive learning for biosignals), applied per
+    window and modality, each with probability `p`. The ranges are our choices for 30 s windows at 100 Hz;
+    amplitudes are in units of the window's own standard deviation."""
+
+    p: float = 0.8
+    scale: tuple[float, float] = (0.5, 2.0)  # amplitude scaling, log-uniform
+    dc_shift: float = 0.5  # +- std
+    noise: float = 0.2  # additive Gaussian noise, sigma uniform in [0, noise] std
+    bandstop_width_hz: float = 5.0
+    bandstop_hz: tuple[float, float] = (2.8, 45.0)  # band-stop centre
+    time_shift_s: float = 1.0  # circular shift, uniform in +- this
+    zero_mask_s: tuple[float, float] = (0.0, 3.0)  # a zeroed stretch of this length
+
+
 def augment_config(value: dict | None) -> AugmentConfig:
     """The AugmentConfig a PretrainConfig / ProbeConfig `augment` field holds (None: no augmentation)."""
     return AugmentConfig(enabled=False) if value is None else AugmentConfig.from_dict(value)
@@ -173,11 +248,14 @@ class ProbeConfig(_Config):
     label_fraction: float = 1.0  # fraction of the labelled train windows used (choice: windows, seeded)
     train_records: int | None = None  # use only the first N train records (seeded shuffle)
     seed: int = 0
-    # linear heads on cached embeddings; choice (paper silent): AdamW on standardised features,
-    # class-weighted CE, the epoch with the best validation balanced accuracy, per task
-    epochs: int = 100
+    # linear heads on cached embeddings: 200 epochs, 10 warm-up then cosine (paper §3.5); choices (paper
+    # silent): AdamW on standardised features, lr, batch, weight decay, class-weighted CE, the epoch with
+    # the best validation balanced accuracy, per task
+    epochs: int = 200
+    warmup_epochs: float = 10.0
     batch_size: int = 1024
     lr: float = 1e-3
+    min_lr_ratio: float = 0.01  # choice: the cosine ends at 1 % of the peak (linear and end to end)
     weight_decay: float = 1e-4
     # our addition (not the paper's): linear heads also train and select on the embeddings of each
     # single modality and each one-left-out subset, so one set of heads serves recordings that lack
@@ -185,15 +263,15 @@ class ProbeConfig(_Config):
     subset_augment: bool = False
     # our addition: AugmentConfig fields; end-to-end modes perturb each training batch (`training.augment`)
     augment: dict | None = None
-    # end-to-end baselines (scratch / finetune); choice: one model with the three heads (summed
-    # class-weighted CE), AdamW, warm-up then cosine per step, the epoch with the best mean
-    # validation balanced accuracy over the tasks
-    e2e_epochs: int = 20
+    # end-to-end baselines (scratch / finetune): 200 epochs, 10 warm-up then cosine (paper §3.5, stated for
+    # fine-tuning; scratch models get the same supervised schedule). Choices: one model with the three heads
+    # (summed class-weighted CE), AdamW, the lrs, the epoch with the best mean validation balanced accuracy
+    e2e_epochs: int = 200
     e2e_batch_size: int = 256
     scratch_lr: float = 3e-4
     finetune_lr: float = 1e-4
     e2e_weight_decay: float = 0.05
-    e2e_warmup_epochs: float = 1.0
+    e2e_warmup_epochs: float = 10.0
     e2e_select: str = "mean"  # keep the epoch with the best mean val balanced accuracy, or "sleep_stage"
     clip_grad_norm: float = 1.0
     amp: str = "auto"
@@ -242,9 +320,11 @@ __all__ = [
     "CHANCE",
     "MODEL_SIZES",
     "ModelConfig",
+    "OBJECTIVES",
     "PretrainConfig",
     "ProbeConfig",
     "AugmentConfig",
+    "ViewAugmentConfig",
     "ContextConfig",
     "TASKS",
     "TASK_LABEL_FIELD",

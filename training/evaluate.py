@@ -31,16 +31,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="evaluation", help="folder for evaluation.json and evaluation.md")
 
 
+OBJECTIVE_TITLES = {"simclr": "SimCLR", "clip-pairwise": "CLIP pairwise", "clip-loo": "CLIP leave-one-out"}
+
+
+def pretraining_label(pre: dict, model: dict) -> str:
+    """'MultiMAE + modality drop', 'MultiMAE', 'MAE on EEG' (unimodal), 'SimCLR (late fusion)', ...; a mask
+    ratio other than the paper's 0.7 is named (Appendix C)."""
+    objective = pre.get("objective", "multimae")
+    if objective != "multimae":
+        return f"{OBJECTIVE_TITLES[objective]} (late fusion)"
+    mods = model.get("modalities", MODALITIES)
+    if len(mods) < len(MODALITIES):
+        label = f"MAE on {'+'.join(m.upper() for m in mods)}"
+    else:
+        label = "MultiMAE + modality drop" if pre.get("modality_drop") else "MultiMAE"
+    if pre.get("modality_drop"):  # overall ratio: the dropped modality plus p of the others
+        ratio = (1 + pre.get("token_mask_prob", 0.6) * (len(mods) - 1)) / len(mods)
+    else:
+        ratio = pre.get("mask_ratio", 0.7)
+    return label if abs(ratio - 0.7) < 1e-6 else f"{label}, mask ratio {ratio:.2f}"
+
+
 def describe(summary: dict) -> dict[str, str]:
     """The row labels of one probe run: inputs, pretraining, training, labels, size."""
     probe = summary["configs"]["probe"]
     pre = summary["configs"].get("pretrain") or {}
+    model = summary["configs"]["model"]
     mods = [m for m in MODALITIES if m in probe["modalities"]]
     inputs = "All" if len(mods) == len(MODALITIES) else "+".join(m.upper() for m in mods)
+    if probe["mode"] != "scratch" and len(mods) < len(model.get("modalities", MODALITIES)):
+        inputs += " (multimodal encoder)"  # one modality into an encoder pretrained on more: not a unimodal MAE
     if probe["mode"] == "scratch":
         pretraining = "none (random init)"
     else:
-        pretraining = "MultiMAE + modality drop" if pre.get("modality_drop") else "MultiMAE"
+        pretraining = pretraining_label(pre, model)
     training = {"linear": "linear probe", "finetune": "fine-tuned", "scratch": "end to end"}[probe["mode"]]
     if probe.get("train_records") is not None:
         labels = f"{probe['train_records']} train records"
@@ -49,7 +73,7 @@ def describe(summary: dict) -> dict[str, str]:
     else:
         labels = "all"
     return {"inputs": inputs, "pretraining": pretraining, "training": training, "labels": labels,
-            "size": summary["configs"]["model"]["name"]}
+            "size": model["name"]}
 
 
 def _config_key(summary: dict) -> str:
@@ -86,7 +110,8 @@ def evaluate_dir(path: str | Path) -> dict:
     }
 
 
-def _stats(values: list[float]) -> dict:
+def mean_std(values: list[float]) -> dict:
+    """{mean, std (sample, ddof 1; 0 for one value), n} of the finite values."""
     arr = np.asarray(values, np.float64)
     arr = arr[np.isfinite(arr)]
     if len(arr) == 0:
@@ -110,9 +135,9 @@ def group_runs(runs: list[dict]) -> list[dict]:
             "config": key,
             "n_runs": len(members),
             "dirs": [m["dir"] for m in members],
-            "metrics": {t: {k: _stats([m["metrics"].get(t, {}).get(k, np.nan) for m in members]) for k in METRICS}
+            "metrics": {t: {k: mean_std([m["metrics"].get(t, {}).get(k, np.nan) for m in members]) for k in METRICS}
                         for t in TASKS},
-            "aggregate": _stats([m["aggregate"] for m in members]),
+            "aggregate": mean_std([m["aggregate"] for m in members]),
         })
     order = {"All": -1, **{m.upper(): i for i, m in enumerate(MODALITIES)}}
     out.sort(key=lambda g: (g["row"]["size"], g["row"]["training"], g["row"]["pretraining"], g["row"]["labels"],
@@ -120,7 +145,8 @@ def group_runs(runs: list[dict]) -> list[dict]:
     return out
 
 
-def _cell(stat: dict) -> str:
+def format_cell(stat: dict) -> str:
+    """'0.744 ± 0.012' (std only when there are several runs); '–' when there are none."""
     if stat["n"] == 0:
         return "–"
     return f"{stat['mean']:.3f}" + (f" ± {stat['std']:.3f}" if stat["n"] > 1 else "")
@@ -133,9 +159,9 @@ def markdown_tables(groups: list[dict]) -> str:
              "|" + "---|" * 10]
     for g in groups:
         r = g["row"]
-        cells = [_cell(g["metrics"][t]["balanced_accuracy"]) for t in TASKS]
+        cells = [format_cell(g["metrics"][t]["balanced_accuracy"]) for t in TASKS]
         lines.append(f"| {r['inputs']} | {r['pretraining']} | {r['training']} | {r['labels']} | {r['size']} | "
-                     + " | ".join(cells) + f" | {_cell(g['aggregate'])} | {g['n_runs']} |")
+                     + " | ".join(cells) + f" | {format_cell(g['aggregate'])} | {g['n_runs']} |")
     lines += ["", "Score = mean over tasks of (balanced accuracy − chance) / chance; chance 0.2, 0.5, 0.5.", "",
               "### All test metrics", "",
               "| Inputs | Pretraining | Training | Labels | Size | Task | Balanced acc. | Kappa | Macro F1 | AUROC |",
@@ -145,18 +171,18 @@ def markdown_tables(groups: list[dict]) -> str:
         for t in TASKS:
             m = g["metrics"][t]
             lines.append(f"| {r['inputs']} | {r['pretraining']} | {r['training']} | {r['labels']} | {r['size']} | "
-                         f"{TASK_TITLES[t]} | " + " | ".join(_cell(m[k]) for k in METRICS) + " |")
+                         f"{TASK_TITLES[t]} | " + " | ".join(format_cell(m[k]) for k in METRICS) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _json_safe(obj):
+def json_safe(obj):
     """NaN -> null, so that evaluation.json is strict JSON."""
     if isinstance(obj, float):
         return obj if np.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     return obj
 
 
@@ -170,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
     text = markdown_tables(groups)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "evaluation.json").write_text(json.dumps(_json_safe({"runs": runs, "groups": groups}), indent=1))
+    (out / "evaluation.json").write_text(json.dumps(json_safe({"runs": runs, "groups": groups}), indent=1))
     (out / "evaluation.md").write_text(text)
     print(text)
     print(f"evaluate: {len(runs)} run(s) in {len(groups)} row(s); {out / 'evaluation.json'}, {out / 'evaluation.md'}",

@@ -1,8 +1,9 @@
 """Model size and compute: parameter counts and FLOPs per window, measured with torch's FlopCounterMode.
 
 FLOPs count matrix multiplies, convolutions and attention (2 per multiply-add), as FlopCounterMode does;
-element-wise work (norms, activations, softmax) is not counted. `python -m training.flops` prints the table
-in docs/TRAINING.md.
+element-wise work (norms, activations, softmax) is not counted. `python -m training.flops` prints the tables
+in docs/TRAINING.md: the early-fusion encoder + MultiMAE decoders of every named size, and the late-fusion
+encoder + projection heads of the contrastive baselines (Appendix F).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .config import MODEL_SIZES, PretrainConfig
+from .contrastive import ContrastiveModel
 from .model import MultiMAE, MultiModalEncoder, count_parameters, plan_masking
 
 
@@ -63,6 +65,34 @@ def pretrain_flops_per_window(model: MultiMAE, pre: PretrainConfig, batch: int =
     return counter.get_total_flops() / batch
 
 
+def contrastive_flops_per_window(model: ContrastiveModel, batch: int = 2) -> float:
+    """Forward + backward FLOPs of one contrastive step per window (CLIP: one view; SimCLR: two)."""
+    cfg = model.cfg
+    x = torch.zeros(batch, len(cfg.modalities), cfg.n_chunks * cfg.chunk_samples)
+    mask = torch.ones(batch, len(cfg.modalities), dtype=torch.bool)
+    with flop_counter() as counter:
+        loss, _ = model(x, mask, x, mask) if model.objective == "simclr" else model(x, mask)
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / batch
+
+
+def late_fusion_table() -> list[dict]:
+    """Parameters and FLOPs of the late-fusion encoder and projection heads of every named size (clip-loo)."""
+    rows = []
+    for name, cfg in MODEL_SIZES.items():
+        torch.manual_seed(0)
+        model = ContrastiveModel(cfg.replace(fusion="late"), PretrainConfig(objective="clip-loo"))
+        rows.append({
+            "size": name,
+            "encoder_params": count_parameters(model.encoder),
+            "projection_params": count_parameters(model.projections),
+            "encoder_gflop_per_window": encoder_flops_per_window(model.encoder) / 1e9,
+            "pretrain_step_gflop_per_window": contrastive_flops_per_window(model) / 1e9,
+        })
+    return rows
+
+
 def size_table() -> list[dict]:
     """Parameters and FLOPs of every named size."""
     rows = []
@@ -90,6 +120,13 @@ def main() -> None:
         print(f"| {r['size']} | {r['d_model']} | {r['layers']} | {r['heads']} | {r['encoder_params'] / 1e6:.2f} M | "
               f"{r['decoder_params'] / 1e6:.2f} M | {r['encoder_gflop_per_window']:.3f} | "
               f"{r['pretrain_step_gflop_per_window']:.3f} |")
+    print()
+    print("| size, late fusion | encoder params | projection params | encoder GFLOP/window | "
+          "CLIP step GFLOP/window (fwd+bwd) |")
+    print("|---|---|---|---|---|")
+    for r in late_fusion_table():
+        print(f"| {r['size']} | {r['encoder_params'] / 1e6:.2f} M | {r['projection_params'] / 1e6:.2f} M | "
+              f"{r['encoder_gflop_per_window']:.3f} | {r['pretrain_step_gflop_per_window']:.3f} |")
 
 
 if __name__ == "__main__":

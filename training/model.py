@@ -1,15 +1,17 @@
 """The multimodal encoder and its MultiMAE pretraining model (paper §3.2-3.3).
 
 Read top to bottom: attention and pre-LN blocks -> per-modality tokenizer -> `MultiModalEncoder`
-(what probing and the ONNX model use) -> masking plan -> `MultiMAE` (encoder + per-modality
-decoders, `forward_encoder` / `forward_decoder` / `forward_loss`).
+(what probing and the ONNX model use; early fusion, or late fusion for the contrastive baselines of
+Appendix F) -> masking plan -> `MultiMAE` (encoder + per-modality decoders, `forward_encoder` /
+`forward_decoder` / `forward_loss`).
 
 Shapes: B batch, M modalities (4), T tokens per modality (30), C samples per token (100),
 N = M * T tokens (120), K kept tokens, D model width, S samples per window (3000).
 
 Attention goes through `F.scaled_dot_product_attention` with an explicit boolean key mask (True =
 attend): no fused module paths, no Python branches on tensor values, so the encoder exports to ONNX
-with a dynamic batch.
+with a dynamic batch. The attention weights (for the §4.4 analyses) come from a separate, opt-in path
+(`forward_with_weights`, `MultiModalEncoder.forward_analysis`) that the exported forward never takes.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from physioserve.modalities import MODALITIES
 
 from .config import ModelConfig
 
@@ -49,11 +53,24 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, key_valid: torch.Tensor | None = None) -> torch.Tensor:
+    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         qkv = self.qkv(x).unflatten(-1, (3, self.heads, -1))  # [B, L, 3, H, hd]
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x [B, H, L, hd]
+        return qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x [B, H, L, hd]
+
+    def forward(self, x: torch.Tensor, key_valid: torch.Tensor | None = None) -> torch.Tensor:
+        q, k, v = self._qkv(x)
         out = _attend(q, k, v, key_valid, self.dropout if self.training else 0.0)  # [B, L, D]
         return self.proj_drop(self.proj(out))
+
+    def forward_with_weights(self, x: torch.Tensor, key_valid: torch.Tensor | None = None):
+        """The same function computed explicitly (no dropout), also returning softmax(QK^T / sqrt(hd)) [B, H, L, L]."""
+        q, k, v = self._qkv(x)
+        scores = q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5  # [B, H, L, L]
+        if key_valid is not None:
+            scores = scores.masked_fill(~key_valid[:, None, None, :], float("-inf"))
+        weights = scores.softmax(-1)  # [B, H, L, L]
+        out = (weights @ v).transpose(1, 2).flatten(2)  # [B, L, D]
+        return self.proj(out), weights
 
 
 class CrossAttention(nn.Module):
@@ -93,6 +110,12 @@ class Block(nn.Module):
         x = x + self.attn(self.norm1(x), key_valid)
         return x + self.mlp(self.norm2(x))
 
+    def forward_with_weights(self, x: torch.Tensor, key_valid: torch.Tensor | None = None):
+        """(output, attention weights [B, H, L, L]); the analysis path (eval mode)."""
+        out, weights = self.attn.forward_with_weights(self.norm1(x), key_valid)
+        x = x + out
+        return x + self.mlp(self.norm2(x)), weights
+
 
 class CrossBlock(nn.Module):
     """Pre-LN cross-attention layer: queries attend to a context, then an MLP (MultiMAE's decoder)."""
@@ -122,6 +145,15 @@ class TransformerEncoder(nn.Module):
         for block in self.blocks:
             x = block(x, key_valid)
         return self.norm(x)
+
+    def forward_layers(self, x: torch.Tensor, key_valid: torch.Tensor | None = None):
+        """(final output [B, L, D], each block's output [B, L, D] x depth, each block's attention [B, H, L, L] x depth)."""
+        hidden, attention = [], []
+        for block in self.blocks:
+            x, weights = block.forward_with_weights(x, key_valid)
+            hidden.append(x)
+            attention.append(weights)
+        return self.norm(x), hidden, attention
 
 
 class ModalityTokenizer(nn.Module):
@@ -158,20 +190,38 @@ def _init_weights(module: nn.Module) -> None:
 
 
 class MultiModalEncoder(nn.Module):
-    """Tokenizers (nn.ModuleDict keyed by modality) + shared transformer. Absent modalities are key-padded."""
+    """Tokenizers (nn.ModuleDict keyed by modality) + transformer(s). Absent modalities are key-padded.
+
+    Input is always the model input: signals [B, 4, S] and modality_mask [B, 4] in MODALITIES order; an
+    encoder of fewer modalities (`cfg.modalities`, e.g. a unimodal MAE) ignores the others. Early fusion
+    (`cfg.fusion == "early"`, the paper's model): one shared transformer over all tokens. Late fusion
+    (the contrastive baselines): one transformer per modality over that modality's tokens only.
+    """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
+        # None: all four modalities, input taken as it is (the exported graph of the paper's model)
+        self.input_index = None if tuple(cfg.modalities) == MODALITIES else [MODALITIES.index(m) for m in cfg.modalities]
         self.tokenizers = nn.ModuleDict({m: ModalityTokenizer(cfg) for m in cfg.modalities})
         self.register_buffer("pos_embedding", sinusoidal_positions(cfg.n_chunks, cfg.d_model), persistent=False)
-        self.transformer = TransformerEncoder(cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.mlp_ratio, cfg.dropout)
+        layers = (cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.mlp_ratio, cfg.dropout)
+        if cfg.fusion == "early":
+            self.transformer = TransformerEncoder(*layers)
+        else:
+            self.transformers = nn.ModuleDict({m: TransformerEncoder(*layers) for m in cfg.modalities})
         _init_weights(self)
         for tokenizer in self.tokenizers.values():
             nn.init.trunc_normal_(tokenizer.modality_embedding, std=0.02)
 
+    def select_inputs(self, signals: torch.Tensor, modality_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Model input [B, 4, S], [B, 4] -> this encoder's modalities [B, M, S], [B, M] (as is for all four)."""
+        if self.input_index is None:
+            return signals, modality_mask
+        return signals[:, self.input_index], modality_mask[:, self.input_index]
+
     def tokenize(self, signals: torch.Tensor, modality_mask: torch.Tensor) -> torch.Tensor:
-        """signals [B, M, S], modality_mask [B, M] -> tokens [B, N, D] in MODALITIES order.
+        """signals [B, M, S], modality_mask [B, M] (this encoder's modalities) -> tokens [B, N, D], N = M * T.
 
         Absent modalities' samples are replaced by zeros first, so their values (even NaN) never matter.
         """
@@ -183,18 +233,59 @@ class MultiModalEncoder(nn.Module):
         """[B, M] bool -> [B, N] bool: each modality's flag repeated over its T tokens."""
         return modality_mask[:, :, None].expand(-1, -1, self.cfg.n_chunks).flatten(1)  # [B, M*T]
 
+    def encode(self, signals: torch.Tensor, modality_mask: torch.Tensor) -> torch.Tensor:
+        """Encoder modalities' signals [B, M, S] and mask [B, M] -> all tokens after the final LayerNorm [B, N, D]."""
+        tokens = self.tokenize(signals, modality_mask)  # [B, N, D]
+        if self.cfg.fusion == "late":  # a modality's tokens are all present or all absent: no key mask needed
+            blocks = tokens.unflatten(1, (len(self.cfg.modalities), self.cfg.n_chunks))  # [B, M, T, D]
+            out = [tf(blocks[:, i]) for i, tf in enumerate(self.transformers.values())]  # M x [B, T, D]
+            return torch.cat(out, dim=1)  # [B, N, D]
+        valid = self.token_presence(modality_mask)  # [B, N]
+        if self.input_index is not None:  # none of this encoder's modalities present: finite output, pooled to 0
+            valid = valid | ~valid.any(1, keepdim=True)
+        return self.transformer(tokens, key_valid=valid)  # [B, N, D]
+
     def forward_features(self, signals: torch.Tensor, modality_mask: torch.Tensor) -> torch.Tensor:
         """All tokens after the final LayerNorm: [B, N, D]; absent modalities are padding keys."""
-        tokens = self.tokenize(signals, modality_mask)  # [B, N, D]
-        return self.transformer(tokens, key_valid=self.token_presence(modality_mask))  # [B, N, D]
+        return self.encode(*self.select_inputs(signals, modality_mask))  # [B, N, D]
 
     def pooled(self, signals: torch.Tensor, modality_mask: torch.Tensor) -> torch.Tensor:
         """Mean over present tokens: [B, D] (the embedding that probes and the service use)."""
-        tokens = self.forward_features(signals, modality_mask)  # [B, N, D]
+        signals, modality_mask = self.select_inputs(signals, modality_mask)
+        tokens = self.encode(signals, modality_mask)  # [B, N, D]
         weight = self.token_presence(modality_mask).unsqueeze(-1).to(tokens.dtype)  # [B, N, 1]
         return (tokens * weight).sum(1) / weight.sum(1).clamp(min=1.0)  # [B, D]
 
     forward = pooled
+
+    @torch.no_grad()
+    def forward_analysis(self, signals: torch.Tensor, modality_mask: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+        """The opt-in analysis path (never exported): per block, its output tokens [B, N, D] ("hidden") and its
+        attention weights [B, H, N, N] ("attention"; block-diagonal for late fusion). Run in eval mode."""
+        signals, modality_mask = self.select_inputs(signals, modality_mask)
+        tokens = self.tokenize(signals, modality_mask)  # [B, N, D]
+        if self.cfg.fusion == "early":
+            valid = self.token_presence(modality_mask)
+            if self.input_index is not None:
+                valid = valid | ~valid.any(1, keepdim=True)
+            _, hidden, attention = self.transformer.forward_layers(tokens, valid)
+            return {"hidden": hidden, "attention": attention}
+        n_mod, n_chunks = len(self.cfg.modalities), self.cfg.n_chunks
+        blocks = tokens.unflatten(1, (n_mod, n_chunks))  # [B, M, T, D]
+        runs = [tf.forward_layers(blocks[:, i]) for i, tf in enumerate(self.transformers.values())]
+        hidden = [torch.cat([r[1][layer] for r in runs], dim=1) for layer in range(self.cfg.n_layers)]  # [B, N, D]
+        attention = [_tile_blocks([r[2][layer] for r in runs]) for layer in range(self.cfg.n_layers)]  # [B, H, N, N]
+        return {"hidden": hidden, "attention": attention}
+
+
+def _tile_blocks(parts: list[torch.Tensor]) -> torch.Tensor:
+    """M blocks [B, H, T, T] -> [B, H, M*T, M*T] with block i at (i, i) and zeros elsewhere."""
+    n_batch, heads, t, _ = parts[0].shape
+    m = len(parts)
+    out = parts[0].new_zeros(n_batch, heads, m * t, m * t)
+    for i, block in enumerate(parts):
+        out[:, :, i * t : (i + 1) * t, i * t : (i + 1) * t] = block
+    return out
 
 
 class MaskPlan(NamedTuple):
@@ -286,10 +377,17 @@ class ModalityDecoder(nn.Module):
 
 
 class MultiMAE(nn.Module):
-    """Encoder + one decoder per modality, trained to reconstruct masked 1 s chunks (MSE)."""
+    """Encoder + one decoder per modality, trained to reconstruct masked 1 s chunks (MSE).
+
+    Signals and masks here are in the encoder's modalities ([B, M, S], [B, M]; `encoder.select_inputs`
+    makes them from model input): M = 4 for the paper's model, 1 for a unimodal MAE.
+    """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        if cfg.fusion != "early":
+            raise ValueError("MultiMAE needs an early-fusion encoder (fusion 'early'); late fusion is for the "
+                             "contrastive objectives")
         self.cfg = cfg
         self.encoder = MultiModalEncoder(cfg)
         self.decoders = nn.ModuleDict({m: ModalityDecoder(cfg) for m in cfg.modalities})

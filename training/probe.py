@@ -83,7 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "tasks (default, as the paper's baselines) or the best for sleep stage")
     parser.add_argument("--label-fraction", type=float, help="fraction of the labelled train windows (seeded)")
     parser.add_argument("--train-records", type=int, help="use only N train records (seeded)")
-    parser.add_argument("--epochs", type=int, help="epochs of the heads (linear) or of end-to-end training")
+    parser.add_argument("--epochs", type=int, help="epochs of the heads (linear) or of end-to-end training (200)")
+    parser.add_argument("--warmup-epochs", type=float, help="linear warm-up epochs before the cosine, active mode (10)")
     parser.add_argument("--lr", type=float, help="learning rate of the active mode")
     parser.add_argument("--batch-size", type=int, help="training batch size of the active mode")
     parser.add_argument("--seed", type=int)
@@ -107,6 +108,7 @@ def _config_from_args(args: argparse.Namespace) -> ProbeConfig:
         "seed": args.seed,
         "amp": args.amp,
         "epochs" if linear else "e2e_epochs": args.epochs,
+        "warmup_epochs" if linear else "e2e_warmup_epochs": args.warmup_epochs,
         "batch_size" if linear else "e2e_batch_size": args.batch_size,
         ("lr" if linear else f"{mode}_lr"): args.lr,
     }
@@ -134,6 +136,16 @@ def _config_from_args(args: argparse.Namespace) -> ProbeConfig:
         raise SystemExit(f"probe: {error}") from None
 
 
+def _fit_to_encoder(cfg: ProbeConfig, model_cfg: ModelConfig, given: bool) -> ProbeConfig:
+    """Probe inputs within the encoder's modalities: a unimodal MAE is probed with its own modality."""
+    if set(cfg.modalities) <= set(model_cfg.modalities):
+        return cfg
+    if given:
+        raise SystemExit(f"probe: --modalities {','.join(cfg.modalities)}: the encoder takes only "
+                         f"{','.join(model_cfg.modalities)}; probe within those")
+    return cfg.replace(modalities=tuple(model_cfg.modalities))
+
+
 def select_windows(cache: WindowCache, split: str, cfg: ProbeConfig, keep: np.ndarray) -> np.ndarray:
     """Global indices of the split's windows with a defined stage and a present modality left, limited on train."""
     idx = cache.split_indices(split)
@@ -144,6 +156,9 @@ def select_windows(cache: WindowCache, split: str, cfg: ProbeConfig, keep: np.nd
     rng = np.random.default_rng(cfg.seed)
     if cfg.train_records is not None:
         names = sorted(cache.split["train"])
+        if cfg.train_records > len(names):
+            raise SystemExit(f"probe: --train-records {cfg.train_records}: the split has {len(names)} train records; "
+                             "ask for at most that many")
         chosen = set(rng.permutation(names)[: cfg.train_records].tolist())
         record_ids = [i for i, r in enumerate(cache.records) if r in chosen]
         idx = idx[np.isin(cache.record_index[idx], record_ids)]
@@ -192,14 +207,18 @@ def _pooled(encoder, batch, amp_dtype):
 
 def train_linear_head(x_tr: torch.Tensor, y_tr: torch.Tensor, x_val: torch.Tensor, y_val: np.ndarray,
                       n_classes: int, cfg: ProbeConfig) -> tuple[nn.Linear, dict]:
-    """One linear head on standardised embeddings, class-weighted CE, best epoch on validation balanced
-    accuracy. The returned head works on raw embeddings (the standardisation is folded into it)."""
+    """One linear head on standardised embeddings, class-weighted CE, AdamW with linear warm-up then cosine
+    per step (paper §3.5: 200 epochs, 10 warm-up), best epoch on validation balanced accuracy. The returned
+    head works on raw embeddings (the standardisation is folded into it)."""
     torch.manual_seed(cfg.seed)
     mu = x_tr.mean(0)
     sd = x_tr.std(0, unbiased=False).clamp(min=1e-6)
     z_tr, z_val = (x_tr - mu) / sd, (x_val - mu) / sd
     head = nn.Linear(x_tr.shape[1], n_classes).to(x_tr.device)
     optimizer = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = -(-len(x_tr) // cfg.batch_size)
+    warmup, total = max(1, round(cfg.warmup_epochs * steps_per_epoch)), cfg.epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup, total, cfg.min_lr_ratio))
     weight = class_weights(y_tr.cpu().numpy(), n_classes).to(x_tr.device)
     generator = torch.Generator().manual_seed(cfg.seed)
     best = {"val_balanced_accuracy": -math.inf, "epoch": -1}
@@ -214,6 +233,7 @@ def train_linear_head(x_tr: torch.Tensor, y_tr: torch.Tensor, x_val: torch.Tenso
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            scheduler.step()
         with torch.no_grad():
             pred = head(z_val).argmax(1).cpu().numpy()
         score = balanced_accuracy(y_val, pred, n_classes)
@@ -254,9 +274,11 @@ def run(args: argparse.Namespace) -> int:
         model_cfg = ModelConfig.from_dict(source_configs["model"])
         if args.size and args.size != model_cfg.name:
             raise SystemExit(f"probe: --size {args.size} differs from the checkpoint's {model_cfg.name}")
+        cfg = _fit_to_encoder(cfg, model_cfg, given=args.modalities is not None)
     elif cfg.mode == "scratch":
         encoder_state, source_configs = None, {}
-        model_cfg = ModelConfig.named(args.size or "small")
+        # the architecture of the rows it stands beside: an encoder of the probed modalities only
+        model_cfg = ModelConfig.named(args.size or "small").replace(modalities=cfg.modalities)
     else:
         raise SystemExit("probe: give --checkpoint (or --scratch with --size)")
 
@@ -431,7 +453,7 @@ def _end_to_end(encoder, datasets, labels, cfg, args, amp_dtype, device):
     steps_per_epoch = train.batches_per_epoch()
     total = cfg.e2e_epochs * steps_per_epoch
     warmup = max(1, round(cfg.e2e_warmup_epochs * steps_per_epoch))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup, total, 0.01))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup, total, cfg.min_lr_ratio))
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     label_table = {t: torch.from_numpy(labels["train"][t]) for t in TASKS}  # row = position in datasets["train"]
     best_score, best_state, best_epoch, curve = -math.inf, copy.deepcopy(model.state_dict()), -1, []
