@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+RECORDING_SUFFIXES = (".edf", ".bdf", ".hea")
 PARTIAL_PREFIX = ".partial-"
 ERRORS_FILE = "_errors.json"  # '_' first: pyarrow and pandas skip it when reading OUT as a dataset
 ENGINES = ("local", "ray")
@@ -95,6 +96,40 @@ class CohortJob:
     def write(self, prepared: Prepared, probs: dict[str, np.ndarray], folder: Path) -> dict | None:
         """Write the recording's files into `folder`; return a report (JSON-able) or None."""
         raise NotImplementedError
+
+
+def find_inputs(paths: list[Path]) -> tuple[list[Path], list[str]]:
+    """Expand PATHs to recordings (EDF/BDF files, .hea headers, record folders); also the paths that are none."""
+    found: list[Path] = []
+    problems: list[str] = []
+
+    def add(path: Path) -> None:
+        if path not in found:
+            found.append(path)
+
+    def walk(folder: Path) -> None:
+        if (folder / f"{folder.name}.hea").is_file():
+            add(folder)
+            return
+        for child in sorted(folder.iterdir()):
+            if child.is_dir():
+                walk(child)
+            elif child.suffix.lower() in RECORDING_SUFFIXES and "hypnogram" not in child.name.lower():
+                add(child)
+
+    for path in paths:
+        if path.is_dir():
+            before = len(found)
+            walk(path)
+            if len(found) == before:
+                problems.append(f"{path}: no EDF/BDF file or WFDB record inside")
+        elif path.is_file() and path.suffix.lower() in RECORDING_SUFFIXES:
+            add(path)
+        elif path.exists():
+            problems.append(f"{path}: not an EDF/BDF file or a WFDB .hea; give recordings or folders of them")
+        else:
+            problems.append(f"{path}: no such file or folder")
+    return found, problems
 
 
 def record_name(path: Path) -> str:
@@ -272,6 +307,34 @@ def add_engine_arguments(parser: argparse.ArgumentParser, resume_default: str) -
     group.add_argument("--gpus-per-worker", type=float, default=None, metavar="G",
                        help="ray: GPUs per inference actor (default: 1 when the cluster has GPUs and onnxruntime-gpu "
                             "is installed, else 0; 0.5 packs two actors per GPU)")
+
+
+def checked_inputs(command: str, args: argparse.Namespace, conflict: str | None = None) -> tuple[int | None, list[Path], list[str]]:
+    """Engine options checked and PATHs expanded, each problem printed on stderr: (the exit status to stop
+    with, or None to go on; the recordings; the problems with PATHs)."""
+    problem = check_engine_arguments(args) or conflict
+    if problem is not None:
+        print(f"{command}: {problem}", file=sys.stderr)
+        return 2, [], []
+    inputs, problems = find_inputs(args.paths)
+    for problem in problems:
+        print(f"{command}: {problem}", file=sys.stderr)
+    if not inputs:
+        print(f"{command}: no recording to {command}", file=sys.stderr)
+        return 1, [], problems
+    return None, inputs, problems
+
+
+def guarded(command: str, body: Callable[[], Any]) -> Any:
+    """body(), or None after one stderr line when it raises what a user can fix: a missing extra, a bad
+    bundle or channel map, another model's outputs in OUT (CohortError), a Ray address that does not answer."""
+    try:
+        return body()
+    except ModuleNotFoundError as error:
+        print(f"{command}: missing dependency {error.name!r} (pip install 'physioserve[ray]')", file=sys.stderr)
+    except (ValueError, ConnectionError) as error:
+        print(f"{command}: {error}", file=sys.stderr)
+    return None
 
 
 def check_engine_arguments(args: argparse.Namespace) -> str | None:

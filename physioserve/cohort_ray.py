@@ -52,11 +52,15 @@ def connect(address: str | None) -> bool:
     import ray
 
     if address == LOCAL:
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False  # what LOOPBACK_ENV sets, when ray was imported before it was set
         ray.init(address=LOCAL, include_dashboard=False, logging_level=logging.WARNING)
         node = ray.util.get_node_ip_address()
-        if node != "127.0.0.1":  # ray was imported before LOOPBACK_ENV was set
-            logging.getLogger(__name__).warning("the local Ray listens on %s, not only on 127.0.0.1; set %s=0 "
-                                                "before importing ray", node, LOOPBACK_ENV)
+        if node != "127.0.0.1":
+            ray.shutdown()
+            raise ConnectionError(f"the local Ray listens on {node}, not on 127.0.0.1 only; start it with {LOOPBACK_ENV}=0 "
+                                  "in the environment, or give --ray-address of a cluster")
     else:
         ray.init(address=address, logging_level=logging.WARNING)
     return True

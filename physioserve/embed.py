@@ -29,12 +29,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from .cohort import CohortJob, Prepared, add_engine_arguments, check_engine_arguments, engine, run_cohort
+from .cohort import CohortJob, Prepared, add_engine_arguments, checked_inputs, engine, guarded, run_cohort
 from .modalities import EPOCH_SECONDS, MODALITIES, STAGE_NAMES
 from .scoring import STAGE_PROB_COLUMNS, modality_sets
 
@@ -149,28 +148,20 @@ def embedding_matrix(table) -> np.ndarray:
 def run(args: argparse.Namespace) -> int:
     from .bundle import resolve_bundle
     from .modalities import parse_channel_map
-    from .score import find_inputs
 
-    problem = check_engine_arguments(args)
-    if problem is not None:
-        print(f"embed: {problem}", file=sys.stderr)
-        return 2
-    inputs, problems = find_inputs(args.paths)
-    for problem in problems:
-        print(f"embed: {problem}", file=sys.stderr)
-    if not inputs:
-        print("embed: nothing to embed", file=sys.stderr)
-        return 1
-    try:
+    code, inputs, problems = checked_inputs("embed", args)
+    if code is not None:
+        return code
+
+    def embedded():
         bundle = resolve_bundle(args.bundle)
         job = EmbedJob(args.out, bundle, channel_map=parse_channel_map(args.channel_map), fill_gaps=args.fill_gaps)
-        planned, outcomes = run_cohort(job, inputs, engine(job, args, bundle), resume=args.resume is not False,
-                                       progress=not args.no_progress)
-    except ModuleNotFoundError as error:
-        print(f"embed: missing dependency {error.name!r} (pip install 'physioserve[ray]')", file=sys.stderr)
+        return run_cohort(job, inputs, engine(job, args, bundle), resume=args.resume is not False,
+                          progress=not args.no_progress)
+
+    result = guarded("embed", embedded)
+    if result is None:
         return 1
-    except (ValueError, ConnectionError) as error:  # BundleError, CohortError, a Ray address that answers not
-        print(f"embed: {error}", file=sys.stderr)
-        return 1
+    planned, outcomes = result
     failed = any(o.error is not None for o in outcomes)
     return 1 if failed or problems or planned.problems else 0

@@ -39,14 +39,15 @@ import sys
 from pathlib import Path
 
 from .agreement import agreement_title, agreement_with_hypnogram, plot_hypnograms, stage_codes
-from .cohort import (
-    CohortError,
+from .cohort import (  # noqa: F401 - find_inputs: imported from here by training.adapt
     CohortJob,
     Outcome,
     add_engine_arguments,
-    check_engine_arguments,
+    checked_inputs,
     engine,
     error_text,
+    find_inputs,
+    guarded,
     record_name,
     run_cohort,
     staging,
@@ -57,8 +58,6 @@ from .io.hypnogram import NAMING_RULE, find_hypnogram, read_hypnogram
 from .scoring import NightScore, score_windows_outputs, upload_payload, write_score
 
 HELP = "score EDF/BDF/WFDB recordings: per-epoch stage and arousal probabilities, night summary, hypnogram"
-
-RECORDING_SUFFIXES = (".edf", ".bdf", ".hea")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -91,40 +90,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds per line of a hypnogram that gives no times (default: inferred from the "
                              "recording, one of 30, 20, 5 s)")
     add_engine_arguments(parser, "default: on with --engine ray, off otherwise (every recording is scored again)")
-
-
-def find_inputs(paths: list[Path]) -> tuple[list[Path], list[str]]:
-    """Expand PATHs to recordings (EDF/BDF files, .hea headers, record folders); also the paths that are none."""
-    found: list[Path] = []
-    problems: list[str] = []
-
-    def add(path: Path) -> None:
-        if path not in found:
-            found.append(path)
-
-    def walk(folder: Path) -> None:
-        if (folder / f"{folder.name}.hea").is_file():
-            add(folder)
-            return
-        for child in sorted(folder.iterdir()):
-            if child.is_dir():
-                walk(child)
-            elif child.suffix.lower() in RECORDING_SUFFIXES and "hypnogram" not in child.name.lower():
-                add(child)
-
-    for path in paths:
-        if path.is_dir():
-            before = len(found)
-            walk(path)
-            if len(found) == before:
-                problems.append(f"{path}: no EDF/BDF file or WFDB record inside")
-        elif path.is_file() and path.suffix.lower() in RECORDING_SUFFIXES:
-            add(path)
-        elif path.exists():
-            problems.append(f"{path}: not an EDF/BDF file or a WFDB .hea; give recordings or folders of them")
-        else:
-            problems.append(f"{path}: no such file or folder")
-    return found, problems
 
 
 class ScoreJob(CohortJob):
@@ -289,18 +254,11 @@ def run(args: argparse.Namespace) -> int:
     from .bundle import resolve_bundle
     from .modalities import parse_channel_map
 
-    problem = check_engine_arguments(args)
-    if problem is None and args.url and args.engine == "ray":
-        problem = "--url scores through a service, --engine ray on a Ray cluster: give one of them"
-    if problem is not None:
-        print(f"score: {problem}", file=sys.stderr)
-        return 2
-    inputs, problems = find_inputs(args.paths)
-    for problem in problems:
-        print(f"score: {problem}", file=sys.stderr)
-    if not inputs:
-        print("score: nothing to score", file=sys.stderr)
-        return 1
+    conflict = "--url scores through a service, --engine ray on a Ray cluster: give one of them" \
+        if args.url and args.engine == "ray" else None
+    code, inputs, problems = checked_inputs("score", args, conflict)
+    if code is not None:
+        return code
     hypnograms, hypnogram_problems = match_hypnograms(inputs, args)
     for problem in hypnogram_problems:
         print(f"score: {problem}", file=sys.stderr)
@@ -309,8 +267,8 @@ def run(args: argparse.Namespace) -> int:
     problems += hypnogram_problems
     options = dict(fmt=args.format, plot=args.plot, hypnograms=hypnograms, hypnogram_epoch=args.hypnogram_epoch,
                    hypnogram_format=args.hypnogram_format, fill_gaps=args.fill_gaps)
-    resume = args.resume if args.resume is not None else args.engine == "ray"
-    try:
+
+    def scored():
         if args.url:
             scorer = RemoteScorer(args.url, args.channel_map, args.timeout, args.fill_gaps)
             job = ScoreJob(args.out, {k: scorer.meta[k] for k in ("name", "version")}, **options)
@@ -320,13 +278,13 @@ def run(args: argparse.Namespace) -> int:
             job = ScoreJob(args.out, {"name": bundle.name, "version": bundle.version},
                            channel_map=parse_channel_map(args.channel_map), **options)
             stream = engine(job, args, bundle)
-        planned, outcomes = run_cohort(job, inputs, stream, resume=resume, progress=not args.no_progress)
-    except ModuleNotFoundError as error:
-        print(f"score: missing dependency {error.name!r} (pip install 'physioserve[ray]')", file=sys.stderr)
+        resume = args.resume if args.resume is not None else args.engine == "ray"
+        return run_cohort(job, inputs, stream, resume=resume, progress=not args.no_progress)
+
+    result = guarded("score", scored)
+    if result is None:
         return 1
-    except (ValueError, ConnectionError) as error:  # BundleError, CohortError, a Ray address that answers not
-        print(f"score: {error}", file=sys.stderr)
-        return 1
+    planned, outcomes = result
     _print_agreements([o.report for o in outcomes if o.report])
     failed = any(o.error is not None for o in outcomes)
     return 1 if failed or problems or planned.problems else 0
