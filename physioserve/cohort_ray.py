@@ -62,7 +62,11 @@ def connect(address: str | None) -> bool:
             raise ConnectionError(f"the local Ray listens on {node}, not on 127.0.0.1 only; start it with {LOOPBACK_ENV}=0 "
                                   "in the environment, or give --ray-address of a cluster")
     else:
-        ray.init(address=address, logging_level=logging.WARNING)
+        try:
+            ray.init(address=address, logging_level=logging.WARNING)
+        except ConnectionError as error:
+            raise ConnectionError(f"Ray cluster {address!r} does not answer ({error}); start one (`ray start --head`), "
+                                  "give --ray-address HOST:6379, or --ray-address local for a Ray on this machine") from None
     return True
 
 
