@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str, str | None]] = {
     "adapt": ("training.adapt", "adapt a bundle to a site's unlabelled recordings (MultiMAE + embedding statistics)", "train"),
     "demo": ("physioserve.demo", "score a synthetic night from a held-out real hypnogram with the default model", None),
     "score": ("physioserve.score", "score EDF/BDF/WFDB recordings: per-epoch table, night summary, hypnogram", None),
+    "embed": ("physioserve.embed", "per-epoch embeddings and probabilities of recordings as Parquet (local or Ray)", None),
 }
 
 

@@ -5,6 +5,7 @@
     physioserve score records/ --out scored --url http://127.0.0.1:3000   # through `bentoml serve`
     physioserve score SC4001E0-PSG.edf --out scored --hypnogram SC4001EC-Hypnogram.edf   # vs an expert
     physioserve score records/ --out scored --hypnogram-dir experts/     # several, matched by name
+    physioserve score cohort/ --out scored --engine ray --ray-address auto   # spread over a Ray cluster
 
 PATH: EDF/BDF files, WFDB records (a `.hea`, or a folder holding `<folder>.hea`), or folders
 searched recursively for both (EDF+ files named `*hypnogram*` hold annotations only and are
@@ -21,6 +22,13 @@ the hypnogram was read) and `<record>.agreement.png` (predicted above expert); t
 and Cohen's kappa per recording and their mean. Hypnograms are read once before scoring starts: a bad
 `--hypnogram` stops there; with `--hypnogram-dir` a bad or ambiguous one is a stderr line, its
 recording is scored without agreement, and the exit status is 1.
+
+Engines (`cohort`): `--engine local` (default) scores in this process; `--engine ray` spreads the
+recordings over a Ray cluster (`cohort_ray`, docs/SCALING.md) and writes the same files. Each
+recording's files are written to a staging folder and renamed into OUT, the summary (`<record>.json`
+with --format json) last: with `--resume` (the default with --engine ray) a rerun skips the
+recordings whose summary is there and was made by the same model. Failures are also listed in
+`OUT/_errors.json`.
 """
 
 from __future__ import annotations
@@ -31,14 +39,25 @@ import sys
 from pathlib import Path
 
 from .agreement import agreement_title, agreement_with_hypnogram, plot_hypnograms, stage_codes
+from .cohort import (  # noqa: F401 - find_inputs: imported from here by training.adapt
+    CohortJob,
+    Outcome,
+    add_engine_arguments,
+    checked_inputs,
+    engine,
+    error_text,
+    find_inputs,
+    guarded,
+    record_name,
+    run_cohort,
+    staging,
+)
 from .io.errors import RecordError
 from .io.hypnogram import FORMATS as HYPNOGRAM_FORMATS
 from .io.hypnogram import NAMING_RULE, find_hypnogram, read_hypnogram
-from .scoring import NightScore, upload_payload, write_score
+from .scoring import NightScore, score_windows_outputs, upload_payload, write_score
 
 HELP = "score EDF/BDF/WFDB recordings: per-epoch stage and arousal probabilities, night summary, hypnogram"
-
-RECORDING_SUFFIXES = (".edf", ".bdf", ".hea")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channel-map", default=None, help="override the channel patterns, e.g. eeg=C4-A1,eog=EOG(L)")
     parser.add_argument("--fill-gaps", action="store_true",
                         help="EDF+D with gaps between data records: score it, the gaps as missing data (else refused)")
-    parser.add_argument("--variant", choices=("fp32", "int8"), default=None, help="local only: graph variant of the bundle")
+    parser.add_argument("--variant", choices=("fp32", "int8"), default=None, help="graph variant of the bundle (not with --url)")
     parser.add_argument("--timeout", type=float, default=600.0, help="--url only: seconds to wait per recording (default 600)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     expert = parser.add_mutually_exclusive_group()
@@ -70,70 +89,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hypnogram-epoch", type=float, default=None, metavar="SECONDS",
                         help="seconds per line of a hypnogram that gives no times (default: inferred from the "
                              "recording, one of 30, 20, 5 s)")
+    add_engine_arguments(parser, "default: on with --engine ray, off otherwise (every recording is scored again)")
 
 
-def find_inputs(paths: list[Path]) -> tuple[list[Path], list[str]]:
-    """Expand PATHs to recordings (EDF/BDF files, .hea headers, record folders); also the paths that are none."""
-    found: list[Path] = []
-    problems: list[str] = []
+class ScoreJob(CohortJob):
+    """Per recording: the per-epoch table and night summary (`scoring`), the hypnogram PNG with --plot,
+    and the agreement with its expert hypnogram when it has one. Marker: the summary."""
 
-    def add(path: Path) -> None:
-        if path not in found:
-            found.append(path)
+    command, verb = "score", "scored"
 
-    def walk(folder: Path) -> None:
-        if (folder / f"{folder.name}.hea").is_file():
-            add(folder)
-            return
-        for child in sorted(folder.iterdir()):
-            if child.is_dir():
-                walk(child)
-            elif child.suffix.lower() in RECORDING_SUFFIXES and "hypnogram" not in child.name.lower():
-                add(child)
+    def __init__(self, out: Path, model: dict, *, fmt: str = "csv", plot: bool = False,
+                 hypnograms: dict[Path, Path] | None = None, hypnogram_epoch: float | None = None,
+                 hypnogram_format: str | None = None, channel_map: dict | None = None, fill_gaps: bool = False):
+        super().__init__(out, model, channel_map, fill_gaps)
+        self.fmt, self.plot = fmt, plot
+        self.hypnograms = {str(k): Path(v) for k, v in (hypnograms or {}).items()}
+        self.hypnogram_epoch, self.hypnogram_format = hypnogram_epoch, hypnogram_format
 
-    for path in paths:
-        if path.is_dir():
-            before = len(found)
-            walk(path)
-            if len(found) == before:
-                problems.append(f"{path}: no EDF/BDF file or WFDB record inside")
-        elif path.is_file() and path.suffix.lower() in RECORDING_SUFFIXES:
-            add(path)
-        elif path.exists():
-            problems.append(f"{path}: not an EDF/BDF file or a WFDB .hea; give recordings or folders of them")
-        else:
-            problems.append(f"{path}: no such file or folder")
-    return found, problems
+    def marker(self, record: str) -> str:
+        return f"{record}.summary.json" if self.fmt == "csv" else f"{record}.json"
 
+    def made_by(self, marker: Path) -> dict | None:
+        try:
+            data = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            return None
+        model = (data if self.fmt == "csv" else data.get("summary", {})).get("model") if isinstance(data, dict) else None
+        return model if isinstance(model, dict) else None
 
-def record_name(path: Path) -> str:
-    """The record name the readers give a path (file stem; a record folder's name)."""
-    return path.name if path.is_dir() else path.stem
+    def keep(self, recording):
+        return recording  # the summary reads channels, labels, notes and raw amplitudes from it
 
+    def write(self, prepared, probs, folder: Path) -> dict | None:
+        night = score_windows_outputs(prepared.kept, probs, prepared.mask, model=self.model)
+        return self.write_night(night, prepared.path, folder)
 
-class LocalScorer:
-    """Read -> preprocess -> ONNX Runtime -> NightScore, in this process."""
-
-    def __init__(self, bundle: str | None, variant: str | None, channel_map: str | None, fill_gaps: bool = False):
-        from .bundle import resolve_bundle
-        from .modalities import parse_channel_map
-        from .runtime import InferenceSession
-
-        self.session = InferenceSession(resolve_bundle(bundle), variant=variant)
-        self.channel_map = parse_channel_map(channel_map)
-        self.fill_gaps = fill_gaps
-        self.model = {"name": self.session.bundle.name, "version": self.session.bundle.version}
-
-    def describe(self) -> str:
-        b = self.session.bundle
-        return f"{b.name} {b.version} ({b.source}, {', '.join(self.session.providers)})"
-
-    def __call__(self, path: Path) -> NightScore:
-        from .io import read_recording
-        from .scoring import score_recording
-
-        recording = read_recording(path, channel_map=self.channel_map or None, fill_gaps=self.fill_gaps)
-        return score_recording(recording, self.session, model=self.model)
+    def write_night(self, night: NightScore, path: str | Path, folder: Path) -> dict | None:
+        """The files of a scored night (local, Ray or --url), and the agreement report when it has a hypnogram."""
+        write_score(night, folder, fmt=self.fmt, plot=self.plot)
+        hypnogram = self.hypnograms.get(str(path))
+        if hypnogram is None:
+            return None
+        return write_agreement(night, hypnogram, folder, epoch_s=self.hypnogram_epoch, fmt=self.hypnogram_format)
 
 
 class RemoteScorer:
@@ -207,10 +204,11 @@ def match_hypnograms(inputs: list[Path], args: argparse.Namespace) -> tuple[dict
     return pairs, problems
 
 
-def write_agreement(score: NightScore, hypnogram: Path, out_dir: Path, args: argparse.Namespace) -> dict:
+def write_agreement(score: NightScore, hypnogram: Path, out_dir: Path, *, epoch_s: float | None = None,
+                    fmt: str | None = None) -> dict:
     """Compare a scored night with its expert hypnogram: writes <record>.agreement.json and .png."""
     pred = stage_codes(score.column("stage"))
-    report, expert = agreement_with_hypnogram(pred, hypnogram, epoch_s=args.hypnogram_epoch, fmt=args.hypnogram_format)
+    report, expert = agreement_with_hypnogram(pred, hypnogram, epoch_s=epoch_s, fmt=fmt)
     report = {"record": score.record, **report}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{score.record}.agreement.json").write_text(json.dumps(report, indent=1) + "\n")
@@ -232,41 +230,61 @@ def _print_agreements(reports: list[dict]) -> None:
               file=sys.stderr)
 
 
-def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+def remote(job: ScoreJob, scorer: RemoteScorer):
+    """--url as an engine: each recording POSTed to the service, its answer written like a local one."""
 
-    inputs, problems = find_inputs(args.paths)
-    for problem in problems:
-        print(f"score: {problem}", file=sys.stderr)
-    if not inputs:
-        print("score: nothing to score", file=sys.stderr)
-        return 1
+    def scored(todo: list[Path]):
+        for path in todo:
+            try:
+                night = scorer(path)
+                with staging(job, record_name(path)) as folder:
+                    report = job.write_night(night, path, folder)
+                yield Outcome(path=str(path), record=record_name(path), epochs=len(night.rows), report=report)
+            except Exception as error:  # noqa: BLE001 - one bad file must not stop the rest
+                yield Outcome(path=str(path), record=record_name(path), error=error_text(error))
+
+    def start(todo: list[Path]):
+        print(f"score: {len(todo)} recording(s) with {scorer.describe()} -> {job.out}", file=sys.stderr)
+        return scored(todo)
+
+    return start
+
+
+def run(args: argparse.Namespace) -> int:
+    from .bundle import resolve_bundle
+    from .modalities import parse_channel_map
+
+    conflict = "--url scores through a service, --engine ray on a Ray cluster: give one of them" \
+        if args.url and args.engine == "ray" else None
+    code, inputs, problems = checked_inputs("score", args, conflict)
+    if code is not None:
+        return code
     hypnograms, hypnogram_problems = match_hypnograms(inputs, args)
     for problem in hypnogram_problems:
         print(f"score: {problem}", file=sys.stderr)
     if (args.hypnogram is not None and not hypnograms) or (args.hypnogram_dir and not args.hypnogram_dir.is_dir()):
         return 1  # the comparison asked for cannot happen: stop before scoring
     problems += hypnogram_problems
-    try:
-        scorer = (RemoteScorer(args.url, args.channel_map, args.timeout, args.fill_gaps) if args.url
-                  else LocalScorer(args.bundle, args.variant, args.channel_map, args.fill_gaps))
-    except (ValueError, ConnectionError) as error:
-        print(f"score: {error}", file=sys.stderr)
+    options = dict(fmt=args.format, plot=args.plot, hypnograms=hypnograms, hypnogram_epoch=args.hypnogram_epoch,
+                   hypnogram_format=args.hypnogram_format, fill_gaps=args.fill_gaps)
+
+    def scored():
+        if args.url:
+            scorer = RemoteScorer(args.url, args.channel_map, args.timeout, args.fill_gaps)
+            job = ScoreJob(args.out, {k: scorer.meta[k] for k in ("name", "version")}, **options)
+            stream = remote(job, scorer)
+        else:
+            bundle = resolve_bundle(args.bundle)
+            job = ScoreJob(args.out, {"name": bundle.name, "version": bundle.version},
+                           channel_map=parse_channel_map(args.channel_map), **options)
+            stream = engine(job, args, bundle)
+        resume = args.resume if args.resume is not None else args.engine == "ray"
+        return run_cohort(job, inputs, stream, resume=resume, progress=not args.no_progress)
+
+    result = guarded("score", scored)
+    if result is None:
         return 1
-    print(f"score: {len(inputs)} recording(s) with {scorer.describe()} -> {args.out}", file=sys.stderr)
-    failed = 0
-    reports = []
-    bar = tqdm(inputs, desc="score", unit="rec", disable=args.no_progress, file=sys.stderr)
-    for path in bar:
-        bar.set_postfix_str(path.name)
-        try:
-            score = scorer(path)
-            write_score(score, args.out, fmt=args.format, plot=args.plot)
-            if path in hypnograms:
-                reports.append(write_agreement(score, hypnograms[path], args.out, args))
-        except Exception as error:  # noqa: BLE001 - one bad file must not stop the rest
-            failed += 1
-            tqdm.write(f"score: {path}: failed: {error}", file=sys.stderr)
-    print(f"score: {len(inputs) - failed} of {len(inputs)} recording(s) scored into {args.out}", file=sys.stderr)
-    _print_agreements(reports)
-    return 1 if failed or problems else 0
+    planned, outcomes = result
+    _print_agreements([o.report for o in outcomes if o.report])
+    failed = any(o.error is not None for o in outcomes)
+    return 1 if failed or problems or planned.problems else 0

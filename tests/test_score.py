@@ -214,3 +214,37 @@ def test_csv_formats_floats_identically(session, tmp_path):
     again = NightScore.from_json(json.loads(json.dumps(score.to_json())))
     assert table_csv(score) == table_csv(again)
     assert table_csv(score).splitlines()[1].count(".") == 7  # 5 stage, arousal and age probabilities, 6 decimals
+
+
+def test_score_resume_skips_done_recordings_and_the_default_scores_again(pipeline, tmp_path, capsys):
+    from physioserve.cli import main
+
+    first, second = write_edf(tmp_path / "a.edf", minutes=2), write_edf(tmp_path / "b.edf", minutes=2, seed=1)
+    out = tmp_path / "out"
+    common = ["--out", str(out), "--bundle", str(pipeline["bundle"]), "--no-progress"]
+    assert main(["score", str(first), *common]) == 0
+    stamp = (out / "a.summary.json").stat().st_mtime_ns
+    assert main(["score", str(first), str(second), *common, "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "1 of 1 recording(s) scored" in err and "1 already done there, skipped" in err
+    assert (out / "a.summary.json").stat().st_mtime_ns == stamp and (out / "b.summary.json").exists()
+    assert main(["score", str(first), *common]) == 0  # local default: scored again, as before
+    assert (out / "a.summary.json").stat().st_mtime_ns != stamp
+    assert not list(out.glob(".partial-*")) and not (out / "_errors.json").exists()
+
+
+def test_inputs_with_the_same_record_name_are_left_out_instead_of_overwriting_each_other(pipeline, tmp_path, capsys):
+    from physioserve.cli import main
+
+    (tmp_path / "site1").mkdir()
+    (tmp_path / "site2").mkdir()
+    write_edf(tmp_path / "site1" / "night.edf", minutes=1)
+    write_edf(tmp_path / "site2" / "night.edf", minutes=2)
+    write_edf(tmp_path / "site2" / "other.edf", minutes=1)
+    out = tmp_path / "out"
+    code = main(["score", str(tmp_path / "site1"), str(tmp_path / "site2"), "--out", str(out), "--bundle",
+                 str(pipeline["bundle"]), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("another input has the record name 'night'") == 2
+    assert sorted(p.name for p in out.iterdir()) == ["_errors.json", "other.epochs.csv", "other.summary.json"]
+    assert len(json.loads((out / "_errors.json").read_text())) == 2
