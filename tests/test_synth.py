@@ -24,7 +24,8 @@ from physioserve.synth.hypnograms import (
 )
 from physioserve.synth.labels import challenge_arousals
 from physioserve.synth.physiology import generate_night
-from physioserve.synth.subject import CHANNEL_NAMES, draw_subject
+from physioserve.synth.sites import CHANNEL_NAMES, PHYSIONET_2018
+from physioserve.synth.subject import draw_subject
 
 REAL_NAMES = [
     "F3-M2", "F4-M1", "C3-M2", "C4-M1", "O1-M2", "O2-M1",
@@ -169,16 +170,19 @@ def test_held_out_hypnograms_are_the_last_ten_and_unused_by_default():
 # ----------------------------------------------------------------------------- per-stage physiology
 
 
+CLEAN = dataclasses.replace(PHYSIONET_2018, artifacts=0.0)  # no movements, pops, sweat or bad leads
+
+
 @pytest.fixture(scope="module")
 def staged_nights():
-    """Three subjects (no bad channel), each 4 rounds of 6 epochs of W, N1, N2, N3, REM: 1 h at 200 Hz."""
+    """Three subjects (no artefacts), each 4 rounds of 6 epochs of W, N1, N2, N3, REM: 1 h at 200 Hz."""
     stages = np.tile(np.repeat(np.arange(5), 6), 4).astype(np.int8)
     hyp = Hypnogram("blocks", stages, np.zeros((0, 2)), len(stages) * 6000)
     nights = []
     for seed, age in ((1, 30), (2, 55), (3, 75)):
         rng = np.random.default_rng(seed)
-        subject = dataclasses.replace(draw_subject(rng, age, "F" if seed % 2 else "M"), bad_channel=-1)
-        nights.append(generate_night(hyp, subject, rng))
+        subject = draw_subject(rng, age, "F" if seed % 2 else "M")
+        nights.append(generate_night(hyp, subject, rng, CLEAN))
     return stages, nights
 
 
@@ -228,24 +232,26 @@ def test_spindle_band_in_n2_above_n1(staged_nights):
 
 
 def test_occipital_alpha_in_wake_above_n2(staged_nights):
+    """Over subjects (one of these has low-voltage alpha, as ~10 % of adults: not every one by 1.5x)."""
     stages, nights = staged_nights
-    for night in nights:
-        for x in _channels(night, ["O1-M2", "O2-M1"]):  # mean: eyes-open wake epochs have little alpha
-            assert _band_power(x, stages, 0, 8, 12, np.mean) > 1.5 * _band_power(x, stages, 2, 8, 12, np.mean)
+    for name in ("O1-M2", "O2-M1"):  # mean: eyes-open wake epochs have little alpha
+        ratios = [_band_power(n.channel(name), stages, 0, 8, 12, np.mean) / _band_power(n.channel(name), stages, 2, 8, 12, np.mean)
+                  for n in nights]
+        assert np.median(ratios) > 1.5 and min(ratios) > 0.8, ratios
 
 
 def test_rem_eye_movements_on_eog(staged_nights):
     stages, nights = staged_nights
-    for night in nights:
-        eog = night.channel("E1-M2")
-        assert _band_power(eog, stages, 4, 0.3, 3) > 1.5 * _band_power(eog, stages, 2, 0.3, 3)
+    ratios = [_band_power(n.channel("E1-M2"), stages, 4, 0.3, 3) / _band_power(n.channel("E1-M2"), stages, 2, 0.3, 3)
+              for n in nights]
+    assert np.median(ratios) > 1.5 and min(ratios) > 0.7, ratios
 
 
 def test_age_lowers_delta_spindles_and_heart_rate_variability():
     rng = np.random.default_rng(0)
     young = [draw_subject(rng, 25, "M") for _ in range(200)]
     old = [draw_subject(rng, 80, "M") for _ in range(200)]
-    for field in ("delta_uv", "spindle_per_min", "spindle_uv", "rsa_bpm", "r_mv", "t_mv"):
+    for field in ("sw_uv", "kc_uv", "spindle_per_min", "spindle_uv", "rsa_bpm", "r_mv", "t_mv"):
         assert np.mean([getattr(s, field) for s in old]) < 0.85 * np.mean([getattr(s, field) for s in young]), field
     assert np.mean([s.pvc_per_hour for s in old]) > np.mean([s.pvc_per_hour for s in young])
 

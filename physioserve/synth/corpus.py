@@ -8,6 +8,12 @@ Names: labelled records are `tr90-0001`, `tr90-0002`, ... (record i -> number i 
 challenge uses tr03 ... tr14, so a `tr9x` name says "synthetic"). With `unlabelled=K` the last K
 records are written like the challenge's test set, signals only (`.hea` + `.mat`), and named
 `te90-XXXX` (same numbering), as the challenge names its test records `teXX-XXXX`.
+
+Sites: by default each record draws its own site from the training distribution
+(`sites.draw_training_site`: PhysioNet 2018 layout, varied amplitude, slope, noise, artefacts,
+filters); with `site=` every record uses that profile. Formats: `physionet` (the challenge's
+layout, 200 Hz sites only) or `edf` (one EDF+ file per record, `OUT/tr90-0001.edf`, at the site's
+rate with the labels as annotations, see `synth.edf`).
 """
 
 from __future__ import annotations
@@ -23,9 +29,14 @@ import numpy as np
 
 from ..modalities import STAGE_UNDEFINED
 from .hypnograms import FS, Hypnogram, default_hypnograms
-from .physiology import generate_night
-from .subject import draw_age, draw_subject
+from .edf import write_edf
+from .hardware import resample, to_units
+from .physiology import Night, generate_night
+from .sites import SiteProfile, draw_training_site
+from .subject import Subject, draw_age, draw_subject
 from .writer import write_record
+
+FORMATS = ("physionet", "edf")
 
 _PLAN, _NIGHT, _ORDER = 0, 1, 2  # first element of the spawn keys
 
@@ -42,6 +53,7 @@ class RecordPlan:
     sex: str
     labelled: bool
     seed: int
+    site: SiteProfile
 
 
 def record_name(index: int, labelled: bool = True) -> str:
@@ -84,8 +96,12 @@ def plan_corpus(
     hours: float | None = None,
     hypnograms: list[Hypnogram] | tuple[Hypnogram, ...] | None = None,
     unlabelled: int = 0,
+    site: SiteProfile | None = None,
 ) -> list[RecordPlan]:
-    """Plans of records 0..n_records-1 (see module doc); the last `unlabelled` are unlabelled."""
+    """Plans of records 0..n_records-1 (see module doc); the last `unlabelled` are unlabelled.
+
+    `site`: every record's site; None draws one per record from the training distribution.
+    """
     if n_records < 1:
         raise ValueError("--records must be at least 1")
     if not 0 <= unlabelled <= n_records:
@@ -106,21 +122,38 @@ def plan_corpus(
         sex = "F" if rng.random() < 0.45 else "M"
         labelled = i < n_records - unlabelled
         name = record_name(i, labelled)
-        plans.append(RecordPlan(i, name, _crop(rng, pool[k], hours), pool[k].name, age, sex, labelled, seed))
+        hypnogram = _crop(rng, pool[k], hours)
+        record_site = draw_training_site(rng) if site is None else site
+        plans.append(RecordPlan(i, name, hypnogram, pool[k].name, age, sex, labelled, seed, record_site))
     return plans
 
 
-def synthesize_record(plan: RecordPlan, out_dir: str | Path) -> dict:
-    """Generate and write one planned record; returns a small summary."""
-    t0 = time.perf_counter()
+def generate_record(plan: RecordPlan) -> tuple[Subject, Night]:
+    """The subject and the signals of one planned record, in memory (what `synthesize_record` writes)."""
     rng = np.random.default_rng(np.random.SeedSequence(plan.seed, spawn_key=(_NIGHT, plan.index)))
     subject = draw_subject(rng, plan.age, plan.sex)
-    night = generate_night(plan.hypnogram, subject, rng)
+    return subject, generate_night(plan.hypnogram, subject, rng, plan.site)
+
+
+def recorded(night: Night, site: SiteProfile) -> np.ndarray:
+    """The night as the site's files hold it: at the site's rate, in its units, float32 [C, n]."""
+    return to_units(resample(night.signals, site.fs), site)
+
+
+def synthesize_record(plan: RecordPlan, out_dir: str | Path, fmt: str = "physionet") -> dict:
+    """Generate and write one planned record (`fmt` in FORMATS); returns a small summary."""
+    t0 = time.perf_counter()
+    _, night = generate_record(plan)
     t1 = time.perf_counter()
-    write_record(
-        Path(out_dir), plan.name, night.signals, night.hypnogram if plan.labelled else None,
-        night.arousal_annotations, night.resp_events, night.resp_kinds,
-    )
+    signals = recorded(night, plan.site)
+    labels = night.hypnogram if plan.labelled else None
+    if fmt == "edf":
+        write_edf(Path(out_dir) / f"{plan.name}.edf", signals, plan.site, labels, sex=plan.sex, age=plan.age)
+    else:
+        write_record(
+            Path(out_dir), plan.name, signals, labels, night.arousal_annotations, night.resp_events,
+            night.resp_kinds, plan.site,
+        )
     return {
         "name": plan.name,
         "source": plan.source,
@@ -151,13 +184,26 @@ def synthesize_corpus(
     unlabelled: int = 0,
     workers: int | None = None,
     progress: bool = True,
+    site: SiteProfile | None = None,
+    fmt: str = "physionet",
 ) -> list[dict]:
-    """Plan, generate and write a corpus into `out_dir`; records run in `workers` processes."""
+    """Plan, generate and write a corpus into `out_dir`; records run in `workers` processes.
+
+    `site`: one profile for every record (None: each draws a training site); `fmt`: "physionet"
+    (200 Hz sites) or "edf". ValueError names a site that the format cannot hold.
+    """
     from tqdm import tqdm
 
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
+    if fmt == "physionet" and site is not None and site.fs != FS:
+        raise ValueError(
+            f"site {site.name!r} records at {site.fs} Hz; the PhysioNet 2018 layout is 200 Hz only: "
+            "write it as EDF (--format edf)"
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plans = plan_corpus(n_records, seed, hours, hypnograms, unlabelled)
+    plans = plan_corpus(n_records, seed, hours, hypnograms, unlabelled, site)
     write_age_sex(out_dir, plans)
     workers = min(workers or os.cpu_count() or 1, len(plans))
     results: list[dict] = []
@@ -165,11 +211,11 @@ def synthesize_corpus(
     try:
         if workers <= 1:
             for plan in plans:
-                results.append(synthesize_record(plan, out_dir))
+                results.append(synthesize_record(plan, out_dir, fmt))
                 bar.update()
         else:
             with ProcessPoolExecutor(max_workers=workers) as pool:
-                futures = [pool.submit(synthesize_record, plan, out_dir) for plan in plans]
+                futures = [pool.submit(synthesize_record, plan, out_dir, fmt) for plan in plans]
                 for future in as_completed(futures):
                     results.append(future.result())
                     bar.update()

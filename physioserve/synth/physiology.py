@@ -1,21 +1,25 @@
-"""One synthetic night: stage-driven physiology on the 13 PhysioNet 2018 channels.
+"""One synthetic night: stage-driven physiology on a site's channels (default: the 13 of PhysioNet 2018).
 
 How a night is made (all vectorised, whole night at once):
 1. Every 30 s epoch gets parameters drawn from its stage's distribution (`STAGE_TABLE`) through a
    slowly varying latent (AR(1) across epochs), so that neighbouring epochs resemble each other and
-   stages overlap as in real scoring: e.g. N2 epochs carry 0-30 % slow waves and N3 epochs 20-90 %
-   (AASM: N3 = >= 20 % of 0.5-2 Hz waves > 75 µV peak-to-peak), W epochs > 50 % alpha with eyes
-   closed but little with eyes open, N1 < 50 % alpha, REM epochs phasic (bursts of rapid eye
-   movements, twitches, sawtooth waves) or tonic (none: then REM differs from N1 mainly by chin
-   atonia).
-2. The per-epoch values become 10 Hz control signals and are cross-faded over the subject's
-   transition time (6-20 s), so stage changes blend instead of stepping; within an epoch they drift.
+   stages overlap as in real scoring: N2 epochs carry 0-12 % slow waves, mostly below 75 µV, N3
+   epochs 22-90 % (AASM: N3 = >= 20 % of 0.5-2 Hz waves > 75 µV peak-to-peak); W epochs > 50 %
+   alpha with eyes closed, little with eyes open; N1 < 45 % alpha, no spindles; not every N2 epoch
+   has a spindle or K-complex (Poisson events at per-subject densities); REM epochs phasic (bursts
+   of rapid eye movements, twitches, sawtooth waves) or tonic (none: then REM differs from N1
+   mainly by chin atonia).
+2. Epochs next to a stage change take up to 40 % of the neighbouring stage's values (the next ones
+   in up to 15 %), within the scoring rules; the per-epoch values become 10 Hz control signals,
+   cross-faded over the subject's transition time (6-20 s); within an epoch they drift.
 3. Arousals are placed at the hypnogram's target-arousal regions (the physiological arousal is the
    annotated interval, label region minus the challenge's 2 s / 10 s margins, see `writer`): an
    abrupt >= 3 s shift to alpha, theta and/or beta with delta and spindles suppressed (AASM arousal
    rule), a chin EMG burst, a heart-rate rise and deeper breaths; some start with a K-complex.
    Respiratory events end in similar, non-target arousals.
-4. `brain`, `body` and `artifacts` turn the controls into signals.
+4. `eeg` (EEG and EOG derivations), `brain` (eyes, chin), `body` (breathing, SaO2, ECG) turn the
+   controls into signals; `artifacts` adds the recording's artefacts and `hardware` the site's
+   filters.
 
 Grounding (the numbers in `STAGE_TABLE` and `subject` come from these): Berry et al., The AASM Manual
 for the Scoring of Sleep and Associated Events, v2.0 (2012) and v2.6 (2020); Rechtschaffen & Kales
@@ -29,18 +33,21 @@ IEEE TBME 50:289 (2003) (ECG model); Ghassemi et al., CinC 2018 (the challenge a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import signal, stats
 from scipy.special import ndtr
 
 from ..modalities import STAGE_UNDEFINED
-from . import artifacts, body, brain
-from ._dsp import FS, STEP, ctrl_noise, n_ctrl, poisson_events, region_envelope, smooth
+from . import artifacts, body, brain, eeg
+from ._dsp import FS, STEP, ctrl_noise, gate, n_ctrl, poisson_events, region_envelope, smooth, uniform_process
 from .hypnograms import EPOCH_SAMPLES, Hypnogram
 from .labels import challenge_arousals
-from .subject import CHANNEL_NAMES, Subject
+from .hardware import apply_filters, kinds
+from .montage import derivation
+from .sites import PHYSIONET_2018, SiteProfile
+from .subject import Subject
 
 CTRL_PER_EPOCH = EPOCH_SAMPLES // STEP  # 300
 
@@ -48,25 +55,32 @@ CTRL_PER_EPOCH = EPOCH_SAMPLES // STEP  # 300
 # (("beta", a, b, offset, scale): offset + scale * Beta(a, b));
 # ("ln", median, sigma) a log-normal value; a plain tuple is a constant per stage.
 STAGE_TABLE: dict[str, tuple] = {
-    # EEG
-    "alpha_frac": (("beta", 2.2, 1.2), ("beta", 1.3, 3.2), ("beta", 1.0, 25.0), ("beta", 1.0, 40.0), ("beta", 1.2, 7.0)),
-    "delta_frac": (("beta", 1.0, 60.0), ("beta", 1.0, 20.0), ("beta", 1.3, 12.0), ("beta", 2.0, 2.5, 0.2, 0.7), ("beta", 1.0, 30.0)),
-    "delta_bg_uv": (4.0, 6.0, 9.0, 10.0, 6.0),
-    "theta_uv": (("ln", 4.0, 0.25), ("ln", 11.0, 0.3), ("ln", 8.0, 0.25), ("ln", 7.0, 0.25), ("ln", 8.0, 0.3)),
-    "beta_uv": (("ln", 4.5, 0.3), ("ln", 3.2, 0.3), ("ln", 2.4, 0.3), ("ln", 2.0, 0.3), ("ln", 3.2, 0.3)),
-    "pink_uv": (("ln", 7.0, 0.2), ("ln", 9.0, 0.2), ("ln", 11.0, 0.2), ("ln", 11.0, 0.2), ("ln", 7.5, 0.2)),
-    "spindle_rate": (0.0, 0.2, 1.0, 0.25, 0.0),  # x subject density (per min in N2)
-    "sigma_uv": (0.0, 0.6, 5.0, 3.0, 0.3),  # continuous sigma activity between spindles, x subject
-    "kc_rate": (0.0, 0.1, 1.0, 0.5, 0.03),  # x subject density
-    "vertex_rate": (0.0, 1.5, 0.4, 0.0, 0.15),  # per min
-    "sawtooth_rate": (0.0, 0.05, 0.0, 0.0, 2.5),  # per min, x phasic
+    # EEG. alpha_frac: share of the time with alpha (AASM: W > 50 % with eyes closed, N1 < 50 %);
+    # alpha_level: its amplitude relative to eyes-closed wake (drowsy alpha is slower and smaller,
+    # REM alpha bursts smaller still: Cantero & Atienza, Clin Neurophysiol, 2000);
+    # sw_frac: share of the time with slow waves (AASM: N3 >= 20 % of 0.5-2 Hz waves > 75 µV);
+    # bg_*: per-epoch amplitude factor of each background band (epoch-to-epoch variation).
+    "alpha_frac": (("beta", 2.2, 1.2), ("beta", 1.0, 5.0), ("beta", 1.0, 25.0), ("beta", 1.0, 40.0), ("beta", 1.0, 9.0)),
+    "alpha_level": (1.0, 0.35, 0.3, 0.3, 0.45),
+    # sw_level: slow-wave amplitude relative to N3 (waves are larger the deeper the sleep:
+    # Riedner et al., Sleep 30:1643, 2007; most N2 delta waves stay below the 75 µV criterion).
+    "sw_level": (0.5, 0.5, 0.65, 1.0, 0.5),
+    "sw_frac": (0.0, ("beta", 1.0, 80.0), ("beta", 1.2, 30.0), ("beta", 2.0, 2.5, 0.2, 0.7), ("beta", 1.0, 150.0)),
+    "bg_delta": (("ln", 1.0, 0.2),) * 5,
+    "bg_theta": (("ln", 1.0, 0.2),) * 5,
+    "bg_alpha_bg": (("ln", 1.0, 0.2),) * 5,
+    "bg_beta": (("ln", 1.0, 0.25),) * 5,
+    "spindle_rate": (0.0, 0.0, ("ln", 1.0, 0.4), 0.6, 0.0),  # x subject density (per min in N2)
+    "kc_rate": (0.0, 0.08, ("ln", 1.0, 0.45), 0.4, 0.0),  # x subject density
+    "vertex_rate": (0.0, ("ln", 1.5, 0.6), 0.3, 0.0, 0.1),  # per min
+    "sawtooth_rate": (0.0, 0.05, 0.0, 0.0, 3.0),  # per min, x phasic
     # EOG
-    "saccade_rate": (22.0, 0.8, 0.1, 0.0, 55.0),  # per min; W x eyes open, REM x phasic
+    "saccade_rate": (22.0, 0.8, 0.1, 0.0, 50.0),  # per min; W x eyes open, REM x phasic
     "blink_rate": (16.0, 0.4, 0.0, 0.0, 0.0),  # per min; W x eyes open
-    "sem_uv": (("ln", 8.0, 0.5), ("ln", 16.0, 0.6), ("ln", 10.0, 0.5), ("ln", 3.0, 0.4), ("ln", 6.0, 0.5)),
-    "phasic": (0.0, 0.0, 0.0, 0.0, ("beta", 1.2, 2.2)),
+    "sem_uv": (("ln", 8.0, 0.5), ("ln", 14.0, 0.5), ("ln", 8.0, 0.5), ("ln", 3.0, 0.4), ("ln", 6.0, 0.5)),
+    "phasic": (0.0, 0.0, 0.0, 0.0, ("beta", 1.4, 2.0)),
     # EMG
-    "emg_uv": (("ln", 16.0, 0.35), ("ln", 8.0, 0.35), ("ln", 5.5, 0.35), ("ln", 5.0, 0.35), ("ln", 2.0, 0.4)),
+    "emg_uv": (("ln", 16.0, 0.35), ("ln", 7.0, 0.35), ("ln", 5.5, 0.35), ("ln", 5.0, 0.35), ("ln", 2.0, 0.4)),
     "twitch_rate": (0.0, 0.8, 0.4, 0.2, 12.0),  # per min, REM x (0.3 + phasic)
     "movement_rate": (0.6, 0.15, 0.04, 0.02, 0.05),  # per min
     # heart and breathing
@@ -80,7 +94,6 @@ STAGE_TABLE: dict[str, tuple] = {
     "spo2_offset": (0.4, 0.0, -0.2, -0.2, -0.6),
     "nrem": (0.0, 1.0, 1.0, 1.0, 0.0),
 }
-EYES_OPEN_P = 0.3  # share of W epochs with eyes open (little alpha, blinks and saccades), in runs
 
 
 def _epoch_values(rng: np.random.Generator, stages: np.ndarray, spec: tuple, rho: float = 0.75) -> np.ndarray:
@@ -111,29 +124,67 @@ def _to_ctrl(values: np.ndarray, m: int, transition_s: float) -> np.ndarray:
 
 @dataclass
 class Night:
-    """A generated night: signals [13, n] float32 in physical units, and its events."""
+    """A generated night: signals [C, n] float32 at 200 Hz (µV; ECG mV; SaO2 %), and its events."""
 
     signals: np.ndarray
+    channels: tuple[str, ...]  # names of the signals' rows (the site's channels)
     hypnogram: Hypnogram  # the labels to write: the driving hypnogram as the challenge's files can hold it
     arousal_annotations: np.ndarray  # [K, 2] samples: the physiological (annotated) target arousals
     resp_events: np.ndarray  # [R, 2] samples
     resp_kinds: list[str]
+    transients: dict[str, np.ndarray]  # EEG transients' times (samples) by kind, see `eeg.derivations`
 
     def channel(self, name: str) -> np.ndarray:
-        return self.signals[CHANNEL_NAMES.index(name)]
+        return self.signals[self.channels.index(name)]
 
 
-def controls(rng: np.random.Generator, hyp: Hypnogram, s: Subject) -> dict[str, np.ndarray]:
+# Not blended from a neighbouring stage: blinks and saccades stop when the eyes close (drowsiness).
+_OWN_STAGE_ONLY = ("saccade_rate", "blink_rate")
+
+
+def _neighbours(stages: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Per epoch: the stage of a differing neighbour (itself if none) and how much it blends in.
+
+    Epochs next to a stage change look partly like the neighbouring stage (up to 40 %), the next
+    ones in a little (up to 15 %): scorers call such epochs on a majority, the signals change
+    gradually (AASM manual v2.6, rules for stage transitions).
+    """
+    prev = np.r_[stages[0], stages[:-1]]
+    nxt = np.r_[stages[1:], stages[-1]]
+    neighbour = np.where(prev != stages, prev, np.where(nxt != stages, nxt, stages))
+    blend = np.where(neighbour != stages, rng.uniform(0.0, 0.4, len(stages)), 0.0)
+    prev2 = np.r_[stages[:2], stages[:-2]]
+    nxt2 = np.r_[stages[2:], stages[-2:]]
+    second = (neighbour == stages) & ((prev2 != stages) | (nxt2 != stages))
+    neighbour = np.where(second, np.where(prev2 != stages, prev2, nxt2), neighbour)
+    blend = np.where(second, rng.uniform(0.0, 0.15, len(stages)), blend)
+    return neighbour, blend
+
+
+def controls(rng: np.random.Generator, hyp: Hypnogram, s: Subject, eyes_open_share: float = 0.3) -> dict[str, np.ndarray]:
     """Stage-driven control signals (10 Hz) from the hypnogram: see the module doc, steps 1-2."""
     m = n_ctrl(hyp.n_samples)
     stages = np.where(hyp.stages == STAGE_UNDEFINED, 0, hyp.stages)  # unscored time: awake, lights on
     open_latent = signal.lfilter([np.sqrt(1 - 0.8**2)], [1, -0.8], rng.standard_normal(len(stages)))
-    eyes_open = (stages == 0) & ((ndtr(open_latent) < EYES_OPEN_P) | (hyp.stages == STAGE_UNDEFINED))
-    values = {name: _epoch_values(rng, stages, spec) for name, spec in STAGE_TABLE.items()}
-    values["alpha_frac"][eyes_open] *= 0.15
-    values["beta_uv"][eyes_open] *= 1.4
-    values["sem_uv"][(stages == 0) & ~eyes_open] *= 2.0  # drowsy, eyes closed: slow eye movements
+    eyes_open = (stages == 0) & ((ndtr(open_latent) < eyes_open_share) | (hyp.stages == STAGE_UNDEFINED))
+    neighbour, blend = _neighbours(stages, rng)
+    values = {}
+    for name, spec in STAGE_TABLE.items():
+        own = _epoch_values(rng, stages, spec)
+        other = _epoch_values(rng, neighbour, spec)
+        values[name] = own if name in _OWN_STAGE_ONLY else (1 - blend) * own + blend * other
+    # Blending never breaks the scoring rules (AASM v2.6): N3 >= 20 % slow waves, N2 below;
+    # N1 < 50 % alpha.
+    values["sw_frac"] = np.where(stages == 3, np.maximum(values["sw_frac"], 0.22), values["sw_frac"])
+    values["sw_frac"] = np.where(stages == 2, np.minimum(values["sw_frac"], 0.12), values["sw_frac"])
+    values["alpha_frac"] = np.where(stages == 1, np.minimum(values["alpha_frac"], 0.45), values["alpha_frac"])
+    # Slow waves outside N3 stay mostly below 75 µV on frontal derivations, whatever the subject's
+    # N3 amplitude (else the scorer would have called N3): scalp peak-to-peak capped at 95 µV.
+    values["sw_uv"] = np.where(stages == 3, s.sw_uv * values["sw_level"], np.minimum(s.sw_uv * values["sw_level"], 95.0))
     wake = stages == 0
+    values["alpha_frac"][eyes_open] *= s.alpha_eyes_open
+    values["bg_beta"][eyes_open] *= 1.3
+    values["sem_uv"][wake & ~eyes_open] *= 2.0  # drowsy, eyes closed: slow eye movements
     values["saccade_rate"][wake] *= np.where(eyes_open[wake], 1.0, 0.15)
     values["blink_rate"][wake] *= np.where(eyes_open[wake], 1.0, 0.2)
     rem = stages == 4
@@ -142,11 +193,15 @@ def controls(rng: np.random.Generator, hyp: Hypnogram, s: Subject) -> dict[str, 
     values["twitch_rate"][rem] *= 0.3 + values["phasic"][rem]
     values["movement_rate"][hyp.stages == STAGE_UNDEFINED] *= 2.0
     c = {name: _to_ctrl(v, m, s.transition_s) for name, v in values.items()}
+    for k in range(5):  # stage membership, blended at transitions, for the background spectrum
+        member = (1 - blend) * (stages == k) + blend * (neighbour == k)
+        c[f"stage_{k}"] = _to_ctrl(member, m, s.transition_s)
     # Within-epoch drift of the amplitudes.
     c["depth_mod"] = np.exp(0.2 * ctrl_noise(rng, m, 20.0))
     c["alpha_mod"] = np.exp(0.25 * ctrl_noise(rng, m, 8.0))
-    for name in ("theta_uv", "beta_uv", "pink_uv", "emg_uv"):
+    for name in ("bg_theta", "bg_beta", "emg_uv"):
         c[name] = c[name] * np.exp(0.15 * ctrl_noise(rng, m, 10.0))
+    c["bg_delta"] = c["bg_delta"] * c["depth_mod"]
     return c
 
 
@@ -162,9 +217,21 @@ def arousal_controls(
     c["arousal_theta"] = region_envelope(m, regions, 0.5, 2.0 * mix[:, 1] * intensity)
     c["arousal_beta"] = region_envelope(m, regions, 0.5, 2.0 * mix[:, 2] * intensity)
     c["arousal_emg"] = region_envelope(m, regions, 0.3, rng.uniform(0.5, 3.5, len(regions)) * intensity)
+    # The EEG during arousals: alpha (gated in `eeg_controls`), theta and beta up, delta down.
+    c["bg_delta"] = c["bg_delta"] * np.clip(1.0 - 0.6 * c["arousal"], 0.2, 1.0)
+    c["bg_theta"] = c["bg_theta"] * (1 + 0.8 * c["arousal_theta"])
+    c["bg_beta"] = c["bg_beta"] * (1 + 1.5 * c["arousal_beta"])
     onsets = regions[:, 0] if len(regions) else np.zeros(0)
     nrem = c["nrem"][np.clip(onsets // STEP, 0, m - 1).astype(np.int64)] > 0.5 if len(onsets) else np.zeros(0, bool)
     return onsets[nrem & (rng.random(len(onsets)) < 0.35)].astype(float)
+
+
+def alpha_amplitude(rng: np.random.Generator, c: dict) -> np.ndarray:
+    """Alpha amplitude on the control grid (1 = the subject's eyes-closed alpha): on for alpha_frac."""
+    alpha_frac = np.maximum(c["alpha_frac"], c["arousal_alpha"])
+    on = gate(alpha_frac, uniform_process(rng, len(alpha_frac), 2.0))
+    level = np.maximum(c["alpha_level"], c["arousal_alpha"])
+    return level * (0.08 + 0.92 * on) * c["alpha_mod"]
 
 
 def movement_controls(rng: np.random.Generator, c: dict, m: int, arousal_regions: np.ndarray) -> np.ndarray:
@@ -178,40 +245,49 @@ def movement_controls(rng: np.random.Generator, c: dict, m: int, arousal_regions
     return region_envelope(m, moves, 0.3, rng.uniform(0.3, 1.5, len(moves)))
 
 
-def generate_night(hyp: Hypnogram, s: Subject, rng: np.random.Generator) -> Night:
-    """All 13 channels of one night following `hyp`, for subject `s`."""
+def generate_night(hyp: Hypnogram, s: Subject, rng: np.random.Generator, site: SiteProfile = PHYSIONET_2018) -> Night:
+    """All channels of `site` for one night following `hyp`, for subject `s`, at 200 Hz (see `Night`)."""
     n = hyp.n_samples
     m = n_ctrl(n)
-    streams = rng.spawn(8)  # one stream per part: changing one generator leaves the others alone
-    c = controls(streams[0], hyp, s)
+    s = replace(s, eeg_tilt=s.eeg_tilt + site.slope)  # the site's spectral slope offset
+    streams = rng.spawn(9)  # one stream per part: changing one generator leaves the others alone
+    c = controls(streams[0], hyp, s, site.eyes_open)
+    c["movement_rate"] = c["movement_rate"] * site.artifacts
     labels = challenge_arousals(hyp)
     target_ann = labels.annotations
-    events, kinds = body.place_resp_events(streams[1], hyp.stages, n, s, labels.blocked)
+    events, kinds_ = body.place_resp_events(streams[1], hyp.stages, n, s, labels.blocked)
     if len(labels.forced_resp):
         events = np.concatenate([events, labels.forced_resp])
-        kinds = kinds + ["resp_hypopnea"] * len(labels.forced_resp)
+        kinds_ = kinds_ + ["resp_hypopnea"] * len(labels.forced_resp)
         order = np.argsort(events[:, 0], kind="stable")
-        events, kinds = events[order], [kinds[i] for i in order]
-    other, other_intensity = body.terminal_arousals(streams[1], events, kinds)
+        events, kinds_ = events[order], [kinds_[i] for i in order]
+    other, other_intensity = body.terminal_arousals(streams[1], events, kinds_)
     kc_times = arousal_controls(streams[2], c, m, target_ann, other, other_intensity)
     c["arousal_kc_times"] = kc_times
     movement = movement_controls(streams[2], c, m, np.concatenate([target_ann, other]).reshape(-1, 2))
     rera = target_ann[streams[2].random(len(target_ann)) < 0.6, 0] if len(target_ann) else np.zeros(0, np.int64)
 
-    x = np.zeros((len(CHANNEL_NAMES), n), np.float32)
-    idx = {name: i for i, name in enumerate(CHANNEL_NAMES)}
-    breath = body.breathing(streams[3], n, c, s, events, kinds, rera)
+    names = site.channels
+    x = np.zeros((len(names), n), np.float32)
+    idx = {name: i for i, name in enumerate(names)}
+    breath = body.breathing(streams[3], n, c, s, events, kinds_, rera)
     for name in ("ABD", "CHEST", "AIRFLOW"):
         x[idx[name]] = breath[name]
     x[idx["SaO2"]] = body.sao2(streams[3], n, c, s, breath["deficit"])
-    x[idx["ECG"]] = body.ecg(streams[4], n, c, s, breath["phase_ctrl"], events)
-    ecg_uv = x[idx["ECG"]] * np.float32(1000.0)
+    x[idx[site.ecg]] = body.ecg(streams[4], n, c, s, breath["phase_ctrl"], events)
+    ecg_uv = x[idx[site.ecg]] * np.float32(1000.0)
     eye_h, eye_v = brain.eye_signals(streams[5], n, c, s)
-    x[:6], brain_f3 = brain.eeg(streams[5], n, c, s, eye_h, eye_v, ecg_uv)
-    x[idx["E1-M2"]] = brain.eog(eye_h, eye_v, brain_f3, s)
-    del eye_h, eye_v, brain_f3
-    x[idx["Chin1-Chin2"]] = brain.chin_emg(streams[6], n, c, s, ecg_uv, breath["phase"])
+    c["alpha_amp"] = alpha_amplitude(streams[5], c)
+    c["sigma_amp"] = c["spindle_rate"] * np.clip(1.0 - 0.8 * c["arousal"], 0.05, 1.0)
+    c["muscle_uv"] = c["emg_uv"] * s.emg_gain * (1.0 + c["arousal_emg"])
+    derivs = [derivation(name) for name in (*site.eeg, *site.eog)]
+    exg, transients = eeg.derivations(streams[5], n, c, s, derivs, eye_h, eye_v, ecg_uv)
+    x[: len(derivs)] = exg * np.float32(site.amplitude)
+    del eye_h, eye_v, exg
+    x[idx[site.emg]] = brain.chin_emg(streams[6], n, c, s, ecg_uv, breath["phase"])
     del breath, ecg_uv
-    artifacts.add_artifacts(streams[7], x, s, movement)
-    return Night(x, labels.hypnogram, target_ann, events, kinds)
-
+    channel_kinds = kinds(site)
+    quality = artifacts.draw_quality(streams[8], channel_kinds, site)
+    artifacts.add_artifacts(streams[7], x, channel_kinds, quality, site, movement, s.movement_gain)
+    apply_filters(x, site)
+    return Night(x, names, labels.hypnogram, target_ann, events, kinds_, transients)

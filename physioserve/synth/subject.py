@@ -5,10 +5,11 @@ cohort's ages are not public; its mean is in the mid-fifties). It is mildly corr
 (`AGE_HYPNOGRAM_CORRELATION`) with the driving hypnogram's "age proxy" (more wake, less N3 = older),
 as in the sleep literature (Ohayon et al. 2004). Age modulates, with subject-level noise on top so
 that no single feature gives it away:
-- slow-wave (delta) amplitude falls ~1.5 %/year (Carrier et al. 2001; Mander et al. 2017);
+- slow-wave amplitude falls ~1 %/year (Carrier et al. 2001, 2011; Mander et al. 2017);
 - spindle density, amplitude and duration fall, frequency rises slightly (Crowley et al. 2002;
   Martin et al. 2013); K-complex density and amplitude fall (Crowley et al. 2002);
-- alpha peak frequency falls slightly; beta power rises slightly (Klimesch 1999);
+- alpha peak frequency falls slightly (Klimesch 1999); the spectrum flattens (aperiodic exponent
+  falls with age: Voytek et al., J Neurosci 35:13257, 2015);
 - heart rate variability falls steeply, respiratory sinus arrhythmia most (Umetani et al. 1998;
   Shaffer & Ginsberg 2017); resting heart rate falls slightly (Kostis et al. 1982); R and T wave
   voltage fall and PR and QRS lengthen (Simonson 1972; Rijnbeek et al. 2014); ventricular ectopy
@@ -23,17 +24,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .montage import ELECTRODES
+
 AGE_MEAN, AGE_SD, AGE_MIN, AGE_MAX = 55.0, 13.0, 18, 90
 AGE_HYPNOGRAM_CORRELATION = 0.35
-
-# Channel order of the PhysioNet 2018 records (also the writer's order).
-CHANNEL_NAMES: tuple[str, ...] = (
-    "F3-M2", "F4-M1", "C3-M2", "C4-M1", "O1-M2", "O2-M1",
-    "E1-M2", "Chin1-Chin2", "ABD", "CHEST", "AIRFLOW", "SaO2", "ECG",
-)
-N_CHANNELS = len(CHANNEL_NAMES)
-EEG_CHANNELS = CHANNEL_NAMES[:6]
-
 
 @dataclass(frozen=True)
 class Subject:
@@ -41,27 +35,28 @@ class Subject:
 
     age: int
     sex: str  # "M" | "F"
-    # EEG
-    eeg_gain: np.ndarray  # [6] amplitude factor per EEG channel
-    delta_uv: float  # RMS of slow-wave activity when on (frontal), µV
+    # EEG (scalp-level amplitudes: the largest electrode of a component's topography, `montage`)
+    eeg_power: float  # power factor of the background (skull and scalp thickness), 1 = table
+    eeg_tilt: float  # spectral slope offset: background x (f / 10 Hz) ** eeg_tilt
+    electrode_gain: np.ndarray  # [len(ELECTRODES)] amplitude factor per electrode (contact, placement)
     alpha_hz: float
-    alpha_uv: float  # RMS of occipital alpha when on, µV
-    theta_gain: float
-    beta_gain: float
-    spindle_per_min: float  # density in N2
-    spindle_uv: float  # peak amplitude, µV
+    alpha_width_hz: float  # SD of the alpha peak
+    alpha_uv: float  # RMS of eyes-closed alpha on O1-M2 when on, µV
+    alpha_eyes_open: float  # alpha left with the eyes open (reactivity), fraction
+    sw_uv: float  # median peak-to-peak of slow waves at the frontal maximum, µV
+    spindle_per_min: float  # density in N2 (slow + fast)
+    spindle_uv: float  # peak amplitude at the topographic maximum, µV
     spindle_dur_s: float  # median duration
     spindle_slow_hz: float
     spindle_fast_hz: float
     kc_per_min: float  # density in N2
-    kc_uv: float  # negative peak, µV
-    scalp_emg: float  # scalp muscle leak into EEG, fraction of chin EMG
-    ecg_leak: np.ndarray  # [6] ECG (µV) leaking into each EEG channel, fraction
+    kc_uv: float  # negative peak at the frontal maximum, µV
+    scalp_emg: float  # scalp muscle amplitude per µV of chin EMG tone (muscle topography maximum)
+    ecg_field: float  # µV on the `ecg` topography's maximum per µV of ECG
     # EOG
     eog_uv: float  # µV per unit of eye position
     blink_uv: float
     sem_gain: float
-    eeg_in_eog: float  # frontal EEG seen by E1-M2, fraction
     # EMG
     emg_gain: float  # chin tone factor
     emg_ecg_leak: float
@@ -88,15 +83,7 @@ class Subject:
     spo2_base: float  # %
     desat_gain: float
     circulation_s: float  # lung-to-finger delay of SpO2
-    # Recording quality, per channel (13, in CHANNEL_NAMES order)
-    noise_uv: np.ndarray  # white (electrode/amplifier) noise RMS
-    mains_uv: np.ndarray  # 60 Hz amplitude
-    wander_uv: np.ndarray  # baseline wander RMS
-    pops_per_hour: np.ndarray
-    movement_gain: float
-    bad_channel: int  # index of a flat/noisy channel, -1 if none
-    bad_kind: str  # "flat" | "noisy" | ""
-    bad_from: float  # fraction of the night from which the bad channel is bad
+    movement_gain: float  # how restless: amplitude factor of body-movement artifacts
     transition_s: float  # cross-fade time between stages
 
 
@@ -119,39 +106,32 @@ def draw_subject(rng: np.random.Generator, age: int, sex: str) -> Subject:
         return np.exp(sigma * rng.standard_normal(size))
 
     head = ln(0.2)  # skull/skin: common amplitude factor of the EEG
-    bad_channel, bad_kind, bad_from = -1, "", 1.0
-    if rng.random() < 0.12:
-        bad_channel = int(rng.integers(0, 11))  # never SaO2 or ECG
-        bad_kind = "flat" if rng.random() < 0.4 else "noisy"
-        bad_from = float(rng.choice([0.0, rng.uniform(0.1, 0.9)]))
-    noise = 0.5 * ln(0.5, N_CHANNELS)
-    noise[rng.random(N_CHANNELS) < 0.08] *= 4.0  # a few high-impedance electrodes
-    mains = 0.6 * ln(1.0, N_CHANNELS) * (8.0 if rng.random() < 0.1 else 1.0)
     ahi = float(np.clip(8.0 * np.exp(0.025 * a) * ln(1.0), 0.2, 90.0))
     obstructive = float(rng.uniform(0.25, 0.55))
     central = float(rng.uniform(0.03, 0.2))
     return Subject(
         age=int(age),
         sex=sex,
-        eeg_gain=head * ln(0.12, 6),
-        delta_uv=32.0 * np.exp(-0.012 * a) * (1.12 if female else 1.0) * ln(0.25),
+        eeg_power=float(head**2),
+        eeg_tilt=float(0.004 * a + 0.12 * rng.standard_normal()),
+        electrode_gain=ln(0.08, len(ELECTRODES)),
         alpha_hz=float(np.clip(10.0 - 0.015 * a + 0.6 * rng.standard_normal(), 8.0, 12.0)),
-        alpha_uv=16.0 * ln(0.4),
-        theta_gain=float(ln(0.2)),
-        beta_gain=float(np.exp(0.006 * a) * ln(0.25)),
-        spindle_per_min=float(np.clip(6.0 * np.exp(-0.02 * a) * (1.15 if female else 1.0) * ln(0.35), 0.5, 10.0)),
-        spindle_uv=30.0 * np.exp(-0.008 * a) * ln(0.25),
-        spindle_dur_s=float(np.clip(0.95 - 0.004 * a, 0.55, 1.4) * ln(0.12)),
+        alpha_width_hz=float(rng.uniform(0.5, 1.0)),
+        alpha_uv=float(13.0 * ln(0.45)),
+        alpha_eyes_open=float(rng.uniform(0.1, 0.5)),
+        sw_uv=float(170.0 * np.exp(-0.01 * a) * (1.08 if female else 1.0) * ln(0.2)),
+        spindle_per_min=float(np.clip(4.5 * np.exp(-0.015 * a) * (1.1 if female else 1.0) * ln(0.35), 0.5, 9.0)),
+        spindle_uv=float(27.0 * np.exp(-0.006 * a) * ln(0.25)),
+        spindle_dur_s=float(np.clip(1.0 - 0.003 * a, 0.6, 1.4) * ln(0.12)),
         spindle_slow_hz=float(np.clip(11.8 + 0.006 * a + 0.35 * rng.standard_normal(), 10.8, 12.8)),
-        spindle_fast_hz=float(np.clip(13.6 + 0.01 * a + 0.45 * rng.standard_normal(), 12.8, 15.5)),
-        kc_per_min=float(2.0 * np.exp(-0.015 * a) * ln(0.4)),
-        kc_uv=110.0 * np.exp(-0.01 * a) * ln(0.3),
-        scalp_emg=float(0.2 * ln(0.6)),
-        ecg_leak=(0.004 * ln(0.8, 6)) * (rng.random() < 0.4),
+        spindle_fast_hz=float(np.clip(13.5 + 0.01 * a + 0.4 * rng.standard_normal(), 12.8, 15.0)),
+        kc_per_min=float(1.3 * np.exp(-0.015 * a) * ln(0.4)),
+        kc_uv=float(130.0 * np.exp(-0.01 * a) * ln(0.25)),
+        scalp_emg=float(0.08 * ln(0.6)),
+        ecg_field=float(0.006 * ln(0.6) * (1.0 if rng.random() < 0.5 else 0.2)),
         eog_uv=90.0 * ln(0.35),
         blink_uv=160.0 * ln(0.35),
         sem_gain=float(ln(0.35)),
-        eeg_in_eog=float(rng.uniform(0.1, 0.35)),
         emg_gain=float(np.exp(-0.004 * a) * ln(0.4)),
         emg_ecg_leak=float(0.006 * ln(0.9)),
         snore_uv=float(rng.uniform(3, 15) if rng.random() < 0.3 + 0.005 * a else 0.0),
@@ -175,13 +155,6 @@ def draw_subject(rng: np.random.Generator, age: int, sex: str) -> Subject:
         spo2_base=float(np.clip(96.5 - 0.04 * a + 0.8 * rng.standard_normal(), 91.0, 99.5)),
         desat_gain=float(ln(0.35)),
         circulation_s=float(rng.uniform(12, 28)),
-        noise_uv=noise,
-        mains_uv=mains,
-        wander_uv=6.0 * ln(0.6, N_CHANNELS),
-        pops_per_hour=0.4 * ln(1.0, N_CHANNELS),
         movement_gain=float(ln(0.4)),
-        bad_channel=bad_channel,
-        bad_kind=bad_kind,
-        bad_from=bad_from,
         transition_s=float(rng.uniform(6.0, 20.0)),
     )

@@ -1,6 +1,6 @@
 """Write one record in the PhysioNet/CinC 2018 layout: `.hea`, `.mat`, `.arousal`, `-arousal.mat`.
 
-- `NAME.mat`: MATLAB v4 matrix `val` (int16, 13 x n) whose 24-byte header (20-byte v4 header +
+- `NAME.mat`: MATLAB v4 matrix `val` (int16, 13 x n; the site's channels for other 200 Hz sites) whose 24-byte header (20-byte v4 header +
   "val\\0") precedes WFDB format-16 interleaved samples; the header's `16+24` tells WFDB readers to
   skip it, so plain `wfdb.rdrecord` reads the record, as it does the challenge's files.
 - `NAME.hea`: `NAME 13 200 n`, then per channel `NAME.mat 16+24 GAIN(BASELINE)/UNIT 16 0 INIT
@@ -25,15 +25,28 @@ import numpy as np
 
 from ..modalities import STAGE_UNDEFINED
 from .hypnograms import EPOCH_SAMPLES, FS, Hypnogram
+from .hardware import kinds
 from .labels import arousal_vector
-from .subject import CHANNEL_NAMES
+from .sites import PHYSIONET_2018, SiteProfile
 
-# name -> (unit, gain, baseline) exactly as in the real headers (tr03-0005.hea).
-CHANNEL_SPECS: dict[str, tuple[str, float, int]] = {
-    **{name: ("uV", 1.0, 0) for name in CHANNEL_NAMES[:11]},
-    "SaO2": ("%", 655.35, -32768),
-    "ECG": ("mV", 1000.0, 0),
-}
+# Counts per unit for electrophysiology: 1 count = 1 µV whatever the unit, as the real headers' 1/uV
+# and 1000/mV (tr03-0005.hea); breathing as the real headers (1/uV), SaO2 655.35(-32768)/%.
+_GAIN = {"uV": 1.0, "mV": 1000.0, "V": 1e6}
+
+
+def channel_specs(site: SiteProfile = PHYSIONET_2018) -> list[tuple[str, float, int]]:
+    """(unit, gain, baseline) per channel of `site.channels`; PHYSIONET_2018 gives the real headers'."""
+    specs = []
+    for kind in kinds(site):
+        if kind in ("eeg", "eog", "emg"):
+            specs.append((site.eeg_unit, _GAIN[site.eeg_unit], 0))
+        elif kind == "resp":
+            specs.append(("uV", 1.0, 0))
+        elif kind == "sao2":
+            specs.append(("%", 655.35, -32768))
+        else:
+            specs.append((site.ecg_unit, _GAIN[site.ecg_unit], 0))
+    return specs
 STAGE_NOTES = ("W", "N1", "N2", "N3", "R")
 STAGE_SUBTYPES = (5, 3, 2, 1, 4)  # subtype of each stage note in the real files
 EVENT_SUBTYPES = {  # (open, close) subtypes in the real files
@@ -46,12 +59,11 @@ SLEEP_STAGE_FIELDS = ("wake", "nonrem1", "nonrem2", "nonrem3", "rem", "undefined
 _MATLAB_STAGE_FIELD_ORDER = ("undefined", "nonrem3", "nonrem2", "nonrem1", "rem", "wake")
 
 
-def to_digital(signals: np.ndarray) -> np.ndarray:
-    """Physical [13, n] -> int16 [n, 13]; -32768 (WFDB's 'no sample') is never produced."""
+def to_digital(signals: np.ndarray, site: SiteProfile = PHYSIONET_2018) -> np.ndarray:
+    """Physical [C, n] (site units) -> int16 [n, C]; -32768 (WFDB's 'no sample') is never produced."""
     n = signals.shape[1]
-    out = np.empty((n, len(CHANNEL_NAMES)), np.int16)
-    for ch, name in enumerate(CHANNEL_NAMES):
-        _, gain, baseline = CHANNEL_SPECS[name]
+    out = np.empty((n, len(site.channels)), np.int16)
+    for ch, (_, gain, baseline) in enumerate(channel_specs(site)):
         d = np.rint(signals[ch].astype(np.float64) * gain + baseline)
         out[:, ch] = np.clip(d, -32767, 32767)
     return out
@@ -62,7 +74,7 @@ def _fmt_gain(gain: float, baseline: int, unit: str) -> str:
     return f"{g}({baseline})/{unit}" if baseline else f"{g}/{unit}"
 
 
-def write_signals(folder: Path, name: str, digital: np.ndarray) -> None:
+def write_signals(folder: Path, name: str, digital: np.ndarray, site: SiteProfile = PHYSIONET_2018) -> None:
     """`.mat` (MATLAB v4 container around WFDB format 16) and `.hea`."""
     n, n_sig = digital.shape
     header = struct.pack("<5i", 30, n_sig, n, 0, 4) + b"val\x00"  # type 30 = little-endian int16 matrix
@@ -73,8 +85,7 @@ def write_signals(folder: Path, name: str, digital: np.ndarray) -> None:
     sums = digital.astype(np.int64).sum(axis=0)
     checksums = (sums + 2**15) % 2**16 - 2**15
     lines = [f"{name} {n_sig} {FS} {n}"]
-    for ch, channel in enumerate(CHANNEL_NAMES):
-        unit, gain, baseline = CHANNEL_SPECS[channel]
+    for ch, (channel, (unit, gain, baseline)) in enumerate(zip(site.channels, channel_specs(site), strict=True)):
         lines.append(
             f"{name}.mat 16+24 {_fmt_gain(gain, baseline, unit)} 16 0 {int(digital[0, ch])} {int(checksums[ch])} 0 {channel}"
         )
@@ -183,11 +194,18 @@ def write_record(
     arousals: np.ndarray | None = None,
     resp_events: np.ndarray | None = None,
     resp_kinds: list[str] | None = None,
+    site: SiteProfile = PHYSIONET_2018,
 ) -> Path:
-    """Write `out_dir/name/` (signals always; labels when `hyp` is given). Returns the folder."""
+    """Write `out_dir/name/` (signals [C, n] at 200 Hz in the site's units always; labels when `hyp`
+    is given). Returns the folder."""
+    if site.fs != FS:
+        raise ValueError(
+            f"site {site.name!r} records at {site.fs} Hz; the PhysioNet 2018 layout is 200 Hz only: "
+            "write it as EDF (--format edf)"
+        )
     folder = Path(out_dir) / name
     folder.mkdir(parents=True, exist_ok=True)
-    write_signals(folder, name, to_digital(signals))
+    write_signals(folder, name, to_digital(signals, site), site)
     if hyp is not None:
         resp = np.zeros((0, 2), np.int64) if resp_events is None else resp_events
         arousals = np.zeros((0, 2), np.int64) if arousals is None else arousals
