@@ -134,3 +134,21 @@ def test_subset_augmented_heads_fit_every_subset_and_keep_full_input_test_metric
     with pytest.raises(SystemExit, match="applies to linear probes"):
         main(["probe", "--data", str(cache), "--out", str(tmp_path / "x"), "--scratch", "--size", "tiny",
               "--subset-augment", *CPU])
+
+
+def test_task_weights_of_the_end_to_end_loss(setup, tmp_path):
+    """--task-weights reaches the config and the loss: the same seed with age and arousal weighted 0 trains
+    another encoder; bad weights are refused."""
+    _, cache, _ = setup
+    with pytest.raises(ValueError, match="one weight >= 0 per task"):
+        ProbeConfig(mode="finetune", e2e_task_weights=(1.0, 0.5))
+    with pytest.raises(SystemExit, match="three numbers"):
+        main(["probe", "--data", str(cache), "--out", str(tmp_path / "x"), "--scratch", "--size", "tiny",
+              "--task-weights", "1,a,b", *CPU])
+    probs = {}
+    for name, weights in (("plain", "1,1,1"), ("stage", "1,0,0")):
+        summary = _probe(cache, tmp_path / name, "--scratch", "--size", "tiny", "--epochs", "1", "--task-weights", weights)
+        assert summary["configs"]["probe"]["e2e_task_weights"] == [float(w) for w in weights.split(",")]
+        probs[name] = np.load(tmp_path / name / "predictions.npz")["sleep_stage__test__prob"]
+    assert probs["plain"].shape == probs["stage"].shape
+    assert not np.allclose(probs["plain"], probs["stage"])

@@ -273,11 +273,17 @@ class ProbeConfig(_Config):
     e2e_weight_decay: float = 0.05
     e2e_warmup_epochs: float = 10.0
     e2e_select: str = "mean"  # keep the epoch with the best mean val balanced accuracy, or "sleep_stage"
+    # our addition: weight of each task's class-weighted CE in the end-to-end loss, in TASKS order
+    # (sleep_stage, age, arousal); 1, 1, 1 is the plain sum
+    e2e_task_weights: tuple[float, ...] = (1.0, 1.0, 1.0)
     clip_grad_norm: float = 1.0
     amp: str = "auto"
     embed_batch_size: int = 512  # inference batch for embeddings and predictions
 
     def __post_init__(self) -> None:
+        if len(self.e2e_task_weights) != len(TASKS) or min(self.e2e_task_weights) < 0:
+            raise ValueError(f"e2e_task_weights {list(self.e2e_task_weights)}: one weight >= 0 per task "
+                             f"({', '.join(TASKS)})")
         if self.e2e_select not in ("mean", "sleep_stage"):
             raise ValueError(f"e2e_select {self.e2e_select!r}; accepted: mean, sleep_stage")
         if self.mode not in ("linear", "scratch", "finetune"):

@@ -78,6 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --augment: share of training windows whose modalities are cut to a random subset")
     parser.add_argument("--augment-eeg-only", type=float, default=None, metavar="P",
                         help="with --augment-subsets: share of the cut windows that keep EEG alone")
+    parser.add_argument("--task-weights", default=None, metavar="S,A,R",
+                        help="--scratch/--finetune: weights of the sleep_stage, age and arousal losses (default 1,1,1)")
     parser.add_argument("--select", choices=["mean", "sleep_stage"], default=None,
                         help="end to end: keep the epoch with the best mean validation balanced accuracy over the "
                              "tasks (default, as the paper's baselines) or the best for sleep stage")
@@ -115,6 +117,11 @@ def _config_from_args(args: argparse.Namespace) -> ProbeConfig:
     values.update({k: v for k, v in flags.items() if v is not None})
     if args.select is not None:
         values["e2e_select"] = args.select
+    if args.task_weights is not None:
+        try:
+            values["e2e_task_weights"] = tuple(float(w) for w in args.task_weights.split(","))
+        except ValueError:
+            raise SystemExit(f"probe: --task-weights {args.task_weights!r}: three numbers, e.g. 1,0.2,0.3") from None
     if args.augment:
         extra = {"subset_p": args.augment_subsets, "eeg_only_p": args.augment_eeg_only}
         values["augment"] = AugmentConfig(**{k: v for k, v in extra.items() if v is not None}).to_dict()
@@ -470,8 +477,8 @@ def _end_to_end(encoder, datasets, labels, cfg, args, amp_dtype, device):
             with autocast(amp_dtype, device):
                 _, *logits = model(signals, mask)
             loss = sum(
-                weighted_ce(lg, label_table[t][rows].to(device), weights[t])
-                for t, lg in zip(TASKS, logits) if t in active
+                task_weight * weighted_ce(lg, label_table[t][rows].to(device), weights[t])
+                for t, lg, task_weight in zip(TASKS, logits, cfg.e2e_task_weights) if t in active
             )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
