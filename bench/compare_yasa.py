@@ -34,6 +34,7 @@ from benchlib import machine, print_load  # noqa: E402
 
 from physioserve.agreement import stage_agreement_report, stage_codes  # noqa: E402
 from physioserve.bundle import resolve_bundle  # noqa: E402
+from physioserve.cohort import find_inputs  # noqa: E402
 from physioserve.io import find_records, read_recording  # noqa: E402
 from physioserve.modalities import STAGE_NAMES  # noqa: E402
 from physioserve.runtime import InferenceSession  # noqa: E402
@@ -44,69 +45,90 @@ INPUTS = {  # input set -> modalities given to every system
     "eeg+eog+emg": ("eeg", "eog", "emg"),
     "eeg": ("eeg",),
 }
-YASA_CODES = {"W": 0, "N1": 1, "N2": 2, "N3": 3, "R": 4}
+YASA_CODES = {"W": 0, "WAKE": 0, "N1": 1, "N2": 2, "N3": 3, "R": 4, "REM": 4}
+
+
+def site_channels(site: str | None) -> dict[str, str]:
+    """The EEG (central first), EOG and chin EMG channel names YASA gets at `site` (None: PhysioNet 2018's)."""
+    if site is None:
+        return dict(YASA_CHANNELS)
+    from physioserve.synth.sites import site as site_profile
+
+    profile = site_profile(site)
+    central = [d for d in profile.eeg if d.split("-")[0] in ("C4", "C3")]
+    return {"eeg": (central or list(profile.eeg))[0], "eog": profile.eog[0], "emg": profile.emg}
 
 
 def held_out_nights(out: Path, n: int, seed: int, hours: float | None, site: str | None) -> list[Path]:
-    """Write (once) n nights driven by the held-out hypnograms; returns their record folders."""
+    """Write (once) n nights driven by the held-out hypnograms; returns their records (folders or EDF files).
+
+    A named site records at its own rate; one that is not 200 Hz is written as EDF+ (the PhysioNet 2018
+    layout holds 200 Hz records only)."""
     from physioserve.synth.corpus import synthesize_corpus
-    from physioserve.synth.hypnograms import held_out_hypnograms
+    from physioserve.synth.hypnograms import FS, held_out_hypnograms
+    from physioserve.synth.sites import site as site_profile
 
     folder = out / (f"nights-seed{seed}" + (f"-{site}" if site else ""))
     if not (folder / "age-sex.csv").exists():
-        options = {"site": site} if site else {}
+        options = {}
+        if site:
+            profile = site_profile(site)
+            options = {"site": profile, "fmt": "physionet" if profile.fs == FS else "edf"}
         synthesize_corpus(folder, n, hours=hours, seed=seed, hypnograms=held_out_hypnograms()[:n], workers=2,
                           progress=True, **options)
-    return find_records(folder)
+    records, _ = find_inputs([folder])  # record folders, or EDF+ files
+    return records
 
 
-def _recording(record: Path, modalities: tuple[str, ...]):
-    channel_map = {m: YASA_CHANNELS[m] for m in modalities if m in YASA_CHANNELS}
+def _recording(record: Path, modalities: tuple[str, ...], channels: dict[str, str]):
+    channel_map = {m: channels[m] for m in modalities if channels.get(m)}
     recording = read_recording(record, channel_map=channel_map, all_channels=True)
     recording.modality_channels = {m: c for m, c in recording.modality_channels.items() if m in modalities}
     return recording
 
 
-def ours(session, record: Path, modalities: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+def ours(session, record: Path, modalities: tuple[str, ...], channels: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
     """(predicted stage codes [n], true stage codes [n], -1 undefined) of our model on `modalities`."""
-    recording = _recording(record, modalities)
+    recording = _recording(record, modalities, channels)
     score = score_recording(recording, session)
     return stage_codes(score.column("stage")), recording.window_labels()["stage"].astype(np.int64)
 
 
-def _raw(recording, modalities: tuple[str, ...]):
+def _raw(recording, modalities: tuple[str, ...], channels: dict[str, str]):
     import mne
 
-    names = [YASA_CHANNELS[m] for m in modalities]
+    names = [channels[m] for m in modalities]
     fs = recording.channels[names[0]].fs
     data = np.stack([recording.channels[c].data for c in names]) * 1e-6  # µV -> V (MNE's unit)
     info = mne.create_info(names, fs, ch_types=["eeg", "eog", "emg"][: len(names)], verbose=False)
     return mne.io.RawArray(data, info, verbose=False)
 
 
-def yasa_staging(record: Path, modalities: tuple[str, ...]):
+def yasa_staging(record: Path, modalities: tuple[str, ...], channels: dict[str, str]):
     """A fitted yasa.SleepStaging of one night on `modalities` (EEG C4-M1 [+ EOG E1-M2 + EMG Chin1-Chin2])."""
     import yasa
 
-    recording = _recording(record, ("eeg", "eog", "emg"))
-    kw = {"eog_name": YASA_CHANNELS["eog"], "emg_name": YASA_CHANNELS["emg"]} if len(modalities) > 1 else {}
-    return yasa.SleepStaging(_raw(recording, modalities), eeg_name=YASA_CHANNELS["eeg"], **kw), recording
+    recording = _recording(record, ("eeg", "eog", "emg"), channels)
+    kw = {"eog_name": channels["eog"], "emg_name": channels["emg"]} if len(modalities) > 1 else {}
+    return yasa.SleepStaging(_raw(recording, modalities, channels), eeg_name=channels["eeg"], **kw), recording
 
 
-def yasa_predict(record: Path, modalities: tuple[str, ...]) -> np.ndarray:
-    sls, _ = yasa_staging(record, modalities)
-    return np.array([YASA_CODES[s] for s in sls.predict()])
+def yasa_predict(record: Path, modalities: tuple[str, ...], channels: dict[str, str]) -> np.ndarray:
+    sls, _ = yasa_staging(record, modalities, channels)
+    hyp = sls.predict()  # yasa.Hypnogram (0.8: stage names W N1 N2 N3 R, or WAKE ... in `hypno`)
+    values = hyp.hypno.values if hasattr(hyp, "hypno") else hyp
+    return np.array([YASA_CODES[str(s)] for s in values])
 
 
-def features(record: Path, modalities: tuple[str, ...], cache: Path):
+def features(record: Path, modalities: tuple[str, ...], cache: Path, channels: dict[str, str] = YASA_CHANNELS):
     """(YASA feature table [n_epochs, F], true stages [n]) of one night, cached as .npz under `cache`."""
     import pandas as pd
 
-    path = cache / f"{record.parent.name}-{record.name}-{'+'.join(modalities)}.npz"
+    path = cache / f"{record.parent.name}-{record.stem}-{'+'.join(modalities)}.npz"
     if path.exists():
         saved = np.load(path, allow_pickle=True)
         return pd.DataFrame(saved["x"], columns=list(saved["columns"])), saved["y"]
-    sls, recording = yasa_staging(record, modalities)
+    sls, recording = yasa_staging(record, modalities, channels)
     table = sls.get_features()
     y = recording.window_labels()["stage"].astype(np.int64)
     n = min(len(table), len(y))
@@ -164,6 +186,7 @@ def main() -> int:
     started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     records = held_out_nights(args.out, min(args.nights, 10), args.seed, args.hours, args.site)
+    channels = site_channels(args.site)
     bundle = resolve_bundle(args.bundle)
     session = InferenceSession(bundle)
     baselines = {}
@@ -177,14 +200,15 @@ def main() -> int:
     for record in records:
         print(f"night {record.name}", file=sys.stderr)
         for name, modalities in INPUTS.items():
-            pred, true = ours(session, record, modalities)
+            pred, true = ours(session, record, modalities, channels)
             results.setdefault(f"physioserve/{name}", []).append({"record": record.name, **report(pred, true)})
-            results.setdefault(f"yasa/{name}", []).append({"record": record.name, **report(yasa_predict(record, modalities), true)})
+            yasa_pred = yasa_predict(record, modalities, channels)
+            results.setdefault(f"yasa/{name}", []).append({"record": record.name, **report(yasa_pred, true)})
             if name in baselines:
-                table, y = features(record, modalities, args.out / "features")
+                table, y = features(record, modalities, args.out / "features", channels)
                 fpred = baselines[name].predict(table)
                 results.setdefault(f"feature-baseline/{name}", []).append({"record": record.name, **report(fpred, y)})
-        pred, true = ours(session, record, ("eeg", "eog", "emg", "ecg"))
+        pred, true = ours(session, record, ("eeg", "eog", "emg", "ecg"), {**channels, "ecg": None})
         results.setdefault("physioserve/all four", []).append({"record": record.name, **report(pred, true)})
 
     summary = {k: summarise(v) for k, v in results.items()}
