@@ -3,11 +3,14 @@
 In-process baselines, measured first (server not running): (a) the model alone, `InferenceSession.run`
 on preprocessed windows in batches of 64; (b) preprocessing + model. Then `bentoml serve` is started
 from the repository root on a free loopback port (PHYSIOSERVE_BUNDLE=--bundle), and N client threads
-post /predict requests (4-modality 200 Hz windows, JSON encoded once up front) for --seconds each.
+post /predict requests (4-modality 200 Hz windows, encoded once up front) for --seconds each, per body
+kind (--body): JSON, or the binary npz body that physioserve.client sends (multipart/form-data with
+the file windows_npz; windows_npz.py).
 The clients run on the same machine and take CPU from the server: on a small machine that counts
 against the HTTP figure. The server is stopped by its process group.
 
     python bench/serve_throughput.py --bundle runs/bench/paper-bundle --clients 1 4 16
+    python bench/serve_throughput.py --bundle physioserve/assets/default_bundle --clients 16 --body npz json --seconds 10
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ def make_windows(n: int, fs: int = 200, seed: int = 0) -> list[dict]:
             for _ in range(n)]
 
 
-def in_process(bundle: Path, windows: list[dict], threads: int | None, seconds: float) -> dict:
+def in_process(bundle: Path, windows: list[dict], threads: int | None):
+    """A function that measures the in-process baselines for `seconds` each (model; preprocessing + model)."""
     from physioserve.preprocessing import preprocess_modalities
     from physioserve.runtime import InferenceSession
 
@@ -51,7 +55,7 @@ def in_process(bundle: Path, windows: list[dict], threads: int | None, seconds: 
     signals, mask = preprocess_modalities(raw)
     session.run(signals[:64], mask[:64])
 
-    def rate(fn) -> float:
+    def rate(fn, seconds: float) -> float:
         done, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
             done += fn()
@@ -66,8 +70,12 @@ def in_process(bundle: Path, windows: list[dict], threads: int | None, seconds: 
         session.run(s, m)
         return len(s)
 
-    return {"model_windows_per_s": rate(model_only), "preprocess_model_windows_per_s": rate(with_preprocessing),
-            "providers": session.providers, "threads": session.threads}
+    def measure(seconds: float) -> dict:
+        return {"model_windows_per_s": rate(model_only, seconds),
+                "preprocess_model_windows_per_s": rate(with_preprocessing, seconds),
+                "providers": session.providers, "threads": session.threads, "load_1min": os.getloadavg()[0]}
+
+    return measure
 
 
 def start_server(bundle: Path, env_extra: dict, log: Path) -> tuple[subprocess.Popen, str]:
@@ -100,7 +108,36 @@ def stop_server(process: subprocess.Popen) -> None:
             os.killpg(process.pid, signal.SIGKILL)
 
 
-def http_load(url: str, body: bytes, per_request: int, clients: int, seconds: float) -> dict:
+def request_bodies(windows: list[dict], kinds: list[str]) -> dict[str, tuple[bytes, str]]:
+    """{kind: (body, Content-Type)} of one /predict request of `windows`: json, or npz (what physioserve.client sends)."""
+    from urllib3 import encode_multipart_formdata
+
+    from physioserve.windows_npz import FIELD, write_windows_npz
+
+    bodies = {}
+    for kind in kinds:
+        if kind == "json":
+            bodies[kind] = (json.dumps({"windows": windows}).encode(), "application/json")
+        else:
+            arrays = {m: np.array([w[m] for w in windows]) for m in ("eeg", "eog", "emg", "ecg")}
+            npz = write_windows_npz(windows[0]["fs"], arrays)
+            bodies[kind] = encode_multipart_formdata({FIELD: ("windows.npz", npz, "application/octet-stream")})
+    return bodies
+
+
+def batch_totals(url: str) -> tuple[float, float]:
+    """(sum, count) of the adaptive batch sizes so far, from the server's Prometheus metrics."""
+    import requests
+
+    totals = [0.0, 0.0]
+    for line in requests.get(f"{url}/metrics", timeout=30).text.splitlines():
+        for i, suffix in enumerate(("_sum", "_count")):
+            if line.startswith(f"bentoml_service_adaptive_batch_size{suffix}"):
+                totals[i] += float(line.rsplit(" ", 1)[1])
+    return totals[0], totals[1]
+
+
+def http_load(url: str, body: tuple[bytes, str], per_request: int, clients: int, seconds: float) -> dict:
     import requests
 
     latencies: list[float] = []
@@ -112,7 +149,7 @@ def http_load(url: str, body: bytes, per_request: int, clients: int, seconds: fl
         with requests.Session() as http:
             while time.perf_counter() < stop:
                 t0 = time.perf_counter()
-                response = http.post(f"{url}/predict", data=body, headers={"Content-Type": "application/json"}, timeout=300)
+                response = http.post(f"{url}/predict", data=body[0], headers={"Content-Type": body[1]}, timeout=300)
                 with lock:
                     if response.status_code == 200:
                         latencies.append(time.perf_counter() - t0)
@@ -138,43 +175,61 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--windows-per-request", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds per measurement")
+    parser.add_argument("--body", nargs="+", choices=("json", "npz"), default=["json", "npz"],
+                        help="request body kinds to measure (default both)")
     parser.add_argument("--threads", type=int, default=None, help="ORT intra-op threads (default: all CPUs)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/serve_throughput.json"))
     args = parser.parse_args()
     load_start = os.getloadavg()
 
     windows = make_windows(64)
-    base = in_process(args.bundle, windows, args.threads, args.seconds)
-    body = json.dumps({"windows": windows[: args.windows_per_request]}).encode()
+    measure = in_process(args.bundle, windows, args.threads)
+    before = measure(args.seconds)
+    bodies = request_bodies(windows[: args.windows_per_request], args.body)
     env_extra = {"PHYSIOSERVE_THREADS": str(args.threads)} if args.threads else {}
     log = Path("runs/bench/serve_throughput.log")
     log.parent.mkdir(parents=True, exist_ok=True)
     process, url = start_server(args.bundle, env_extra, log)
     try:
-        http_load(url, body, args.windows_per_request, 2, 3.0)  # warm-up
-        rows = [http_load(url, body, args.windows_per_request, c, args.seconds) for c in args.clients]
+        rows = []
+        for kind, body in bodies.items():
+            http_load(url, body, args.windows_per_request, 2, 3.0)  # warm-up
+            for c in args.clients:
+                start = batch_totals(url)
+                row = http_load(url, body, args.windows_per_request, c, args.seconds)
+                end = batch_totals(url)
+                row["mean_batch"] = (end[0] - start[0]) / max(1.0, end[1] - start[1])
+                rows.append({"body": kind, "body_bytes": len(body[0]), **row, "load_1min": os.getloadavg()[0]})
     finally:
         stop_server(process)
-    best = max(r["windows_per_s"] for r in rows)
+    after = measure(args.seconds)  # the load of a shared machine drifts: bracket the HTTP runs
+    base = {**before, **{k: (before[k] + after[k]) / 2 for k in ("model_windows_per_s", "preprocess_model_windows_per_s")}}
     meta = json.loads((args.bundle / "bundle.json").read_text())
+    model, both = base["model_windows_per_s"], base["preprocess_model_windows_per_s"]
     print(f"{meta['model']['size']} model, {args.windows_per_request} windows (4 modalities, 200 Hz) per request, "
-          f"{len(body) / 1e6:.2f} MB body, {os.cpu_count()} CPUs, {machine()}")
-    print(f"in-process: model {base['model_windows_per_s']:.1f} windows/s, preprocessing + model "
-          f"{base['preprocess_model_windows_per_s']:.1f} windows/s ({base['providers'][0]}, {base['threads']} threads)")
-    print(f"{'clients':>7} {'windows/s':>10} {'p50 ms':>8} {'p95 ms':>8} {'errors':>6} {'% of model':>10}")
+          f"{os.cpu_count()} CPUs, {machine()}")
+    print(f"in-process (mean of before / after the HTTP runs): model {model:.1f} windows/s "
+          f"({before['model_windows_per_s']:.1f} / {after['model_windows_per_s']:.1f}), preprocessing + model "
+          f"{both:.1f} windows/s ({before['preprocess_model_windows_per_s']:.1f} / "
+          f"{after['preprocess_model_windows_per_s']:.1f}); {base['providers'][0]}, {base['threads']} threads")
+    print(f"{'body':>5} {'MB':>5} {'clients':>7} {'windows/s':>10} {'p50 ms':>8} {'p95 ms':>8} {'errors':>6} "
+          f"{'% of model':>10} {'% of prep+model':>15} {'batch':>6}")
     for r in rows:
-        print(f"{r['clients']:>7} {r['windows_per_s']:>10.1f} {r['p50_ms']:>8.0f} {r['p95_ms']:>8.0f} {r['errors']:>6} "
-              f"{100 * r['windows_per_s'] / base['model_windows_per_s']:>9.0f}%")
-    print(f"HTTP at saturation: {100 * best / base['model_windows_per_s']:.0f} % of in-process model throughput, "
-          f"{100 * best / base['preprocess_model_windows_per_s']:.0f} % of in-process preprocessing + model")
+        print(f"{r['body']:>5} {r['body_bytes'] / 1e6:>5.2f} {r['clients']:>7} {r['windows_per_s']:>10.1f} "
+              f"{r['p50_ms']:>8.0f} {r['p95_ms']:>8.0f} {r['errors']:>6} {100 * r['windows_per_s'] / model:>9.0f}% "
+              f"{100 * r['windows_per_s'] / both:>14.0f}% {r['mean_batch']:>6.1f}")
+    best = {kind: max(r["windows_per_s"] for r in rows if r["body"] == kind) for kind in bodies}
+    for kind, rate in best.items():
+        print(f"HTTP ({kind}) at saturation: {100 * rate / model:.0f} % of in-process model throughput, "
+              f"{100 * rate / both:.0f} % of in-process preprocessing + model")
     print_load(load_start)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"load_average_start_end": [load_start, os.getloadavg()],
                                     "machine": machine(), "cpus": os.cpu_count(),
                                     "size": meta["model"]["size"], "windows_per_request": args.windows_per_request,
-                                    "body_bytes": len(body), "in_process": base, "http": rows,
-                                    "http_over_model": best / base["model_windows_per_s"],
-                                    "http_over_preprocess_model": best / base["preprocess_model_windows_per_s"]},
+                                    "in_process": base, "in_process_before_after": [before, after], "http": rows,
+                                    "http_over_model": {k: v / model for k, v in best.items()},
+                                    "http_over_preprocess_model": {k: v / both for k, v in best.items()}},
                                    indent=1))
 
 

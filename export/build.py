@@ -33,6 +33,7 @@ from .context_graph import check_context_parity, export_context
 from .graph import PARITY_BATCHES, check_graph, check_parity, export_onnx, set_metadata
 
 INT8_FILE = "model.int8.onnx"
+INT8_MIN_AGREEMENT = 0.99  # issue 13: an int8 graph must give fp32's sleep stage on >= 99 % of held-out windows
 
 
 def default_version() -> str:
@@ -50,6 +51,7 @@ def export_bundle(
     exporter: str = "auto",
     int8: bool = False,
     int8_windows: tuple[np.ndarray, np.ndarray, str] | None = None,
+    int8_min_agreement: float = INT8_MIN_AGREEMENT,
     parity_batches: tuple[int, ...] = PARITY_BATCHES,
     overwrite: bool = False,
     ablation_cache: str | Path | None = None,
@@ -113,11 +115,18 @@ def export_bundle(
             quantize_int8(onnx_path, int8_path)
             signals, mask, source = int8_windows if int8_windows is not None else (None, None, None)
             drift = int8_drift(onnx_path, int8_path, signals=signals, mask=mask, source=source)
-            meta["export"]["int8"] = {"file": INT8_FILE, "method": "onnxruntime quantize_dynamic, int8 weights "
-                                      "per channel, MatMul/Gemm", **drift}
-            set_metadata(int8_path, meta)
+            report = {"file": INT8_FILE, "method": "onnxruntime quantize_dynamic, int8 weights per channel, MatMul/Gemm",
+                      "min_agreement": int8_min_agreement, **drift}
+            if drift["sleep_stage_agreement"] < int8_min_agreement:  # the gate: no int8 graph that disagrees
+                int8_path.unlink()
+                report.pop("file")
+                meta["export"]["int8_refused"] = report
+            else:
+                meta["export"]["int8"] = report
+                set_metadata(int8_path, meta)
+                files[INT8_FILE] = sha256(int8_path)
             set_metadata(onnx_path, meta)  # the fp32 file carries the int8 report too
-            files.update({MODEL_FILE: sha256(onnx_path), INT8_FILE: sha256(int8_path)})
+            files[MODEL_FILE] = sha256(onnx_path)
         if ablation_cache is not None:  # card table only: the graph's metadata stays as exported
             from .ablation import modality_ablation
 

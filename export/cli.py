@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="JSON of `physioserve evaluate` for the model card (default: PROBE_DIR/evaluation.json if present)")
     parser.add_argument("--name", default="physioserve", help="model name in bundle.json (default physioserve)")
     parser.add_argument("--version", default=None, help="model version (default: UTC time YYYYMMDD.HHMMSS)")
-    parser.add_argument("--int8", action="store_true", help="also write model.int8.onnx (dynamic quantisation) and its drift report")
+    parser.add_argument("--int8", action="store_true", help="also write model.int8.onnx (dynamic quantisation) and its drift report; refused (exit 1, "
+                        "fp32 bundle still written) when its stage agreement with fp32 is below 99 %")
     parser.add_argument("--data", type=Path, default=None, help="window cache whose test windows measure the int8 drift")
     parser.add_argument("--register", action="store_true", help="save the bundle into the BentoML model store as physioserve:<version>")
     parser.add_argument("--legacy", action="store_true", help="use the legacy TorchScript exporter instead of dynamo")
@@ -255,7 +256,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"  dynamo exporter failed, legacy used: {export['fallback_reason']}")
     if "int8" in export:
         print(f"  int8: stage agreement with fp32 {export['int8']['sleep_stage_agreement']} on {export['int8']['windows']} windows")
+    refused = export.get("int8_refused")
+    if refused:
+        print(f"physioserve export: int8 refused, no model.int8.onnx written: its sleep stage agrees with fp32 on "
+              f"{100 * refused['sleep_stage_agreement']:.1f} % of {refused['windows']} {refused['source']}, below "
+              f"{100 * refused['min_agreement']:.0f} %; the fp32 bundle is written. Serve fp32, or pass --data CACHE "
+              "when the figure came from synthetic windows", file=sys.stderr)
     if args.register:
         tag = save_to_store(bundle.path, name=args.name)
         print(f"  registered in the BentoML model store as {tag}")
-    return 0
+    return 1 if refused else 0

@@ -20,6 +20,7 @@ from .preprocessing import band_limit_hz, missing_windows, preprocess_modalities
 from .recording import Recording
 from .runtime import softmax
 from .scoring import UploadError, read_upload
+from .windows_npz import FIELD, NpzError, read_windows_npz
 
 MAX_ABS_UV = 1e7  # 10 V: no electrode signal in µV comes near it; larger values are not in µV
 
@@ -42,51 +43,90 @@ class BadInput(Exception):
 
 
 def _window_arrays(i: int, window: Window) -> dict[str, np.ndarray]:
-    """The modalities of one window as float64 arrays, checked: names, rate, length, finite µV values."""
+    """The modalities of one JSON window as float64 arrays, checked (`check_window`)."""
     unknown = sorted(window.model_extra or {})
     if unknown:
         raise BadInput(f"windows[{i}].{unknown[0]}", f"unknown modality {unknown[0]!r}",
                        f"use only fs and the modalities {', '.join(MODALITIES)}")
+    arrays = {m: getattr(window, m) for m in MODALITIES if getattr(window, m) is not None}
+    return check_window(i, window.fs, {m: np.asarray(values, np.float64) for m, values in arrays.items()})
+
+
+def check_window(i: int, fs: float, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Window i's {modality: [30 * fs] float64} checked: rate, length, finite µV values; BadInput else."""
     try:
-        expected = window_length(window.fs)
+        expected = window_length(fs)
     except ValueError as error:
         raise BadInput(f"windows[{i}].fs", str(error), "resample to 50 Hz or more before sending") from None
-    arrays = {m: getattr(window, m) for m in MODALITIES if getattr(window, m) is not None}
     if not arrays:
         raise BadInput(f"windows[{i}]", "no modality present", f"give at least one of {', '.join(MODALITIES)}")
     for m, values in arrays.items():
         if len(values) != expected:
-            raise BadInput(f"windows[{i}].{m}", f"{len(values)} samples, but a 30 s window at {window.fs:g} Hz has "
+            raise BadInput(f"windows[{i}].{m}", f"{len(values)} samples, but a 30 s window at {fs:g} Hz has "
                            f"{expected}", "send exactly 30 s per window (30 x fs samples)")
-        arrays[m] = np.asarray(values, np.float64)
-        bad = np.flatnonzero(~np.isfinite(arrays[m]))
+        bad = np.flatnonzero(~np.isfinite(values))
         if len(bad):
-            raise BadInput(f"windows[{i}].{m}", f"sample {int(bad[0])} is {arrays[m][bad[0]]} (NaN/Inf)",
+            raise BadInput(f"windows[{i}].{m}", f"sample {int(bad[0])} is {values[bad[0]]} (NaN/Inf)",
                            "send finite values in µV; drop or repair the window")
-        big = np.flatnonzero(np.abs(arrays[m]) > MAX_ABS_UV)
+        big = np.flatnonzero(np.abs(values) > MAX_ABS_UV)
         if len(big):
-            raise BadInput(f"windows[{i}].{m}", f"sample {int(big[0])} is {arrays[m][big[0]]:g}, beyond +-{MAX_ABS_UV:g}",
+            raise BadInput(f"windows[{i}].{m}", f"sample {int(big[0])} is {values[big[0]]:g}, beyond +-{MAX_ABS_UV:g}",
                            "send the signal in µV (ECG in mV x 1000)")
     return arrays
 
 
+def _check_count(n: int, max_windows: int) -> None:
+    if not n:
+        raise BadInput("windows", "empty list", f"send 1 to {max_windows} windows")
+    if n > max_windows:
+        raise BadInput("windows", f"{n} windows, over the limit of {max_windows} per request",
+                       f"split them into requests of at most {max_windows} windows")
+
+
 def windows_to_arrays(windows: list[Window], max_windows: int) -> tuple[np.ndarray, np.ndarray]:
-    """Validate windows and preprocess them (THE preprocessing) -> (signals [n, 4, 3000], mask [n, 4]).
+    """Validate JSON windows and preprocess them (THE preprocessing) -> (signals [n, 4, 3000], mask [n, 4]).
 
     A flat modality of a window (`preprocessing.missing_windows`) is missing data: masked there. A
     window left with no usable modality is refused.
     """
-    if not windows:
-        raise BadInput("windows", "empty list", f"send 1 to {max_windows} windows")
-    if len(windows) > max_windows:
-        raise BadInput("windows", f"{len(windows)} windows, over the limit of {max_windows} per request",
-                       f"split them into requests of at most {max_windows} windows")
-    groups: dict[tuple, list[int]] = {}
+    _check_count(len(windows), max_windows)
     raw = [_window_arrays(i, window) for i, window in enumerate(windows)]
-    for i, (window, arrays) in enumerate(zip(windows, raw)):
-        groups.setdefault((window.fs, tuple(arrays)), []).append(i)
-    signals = np.zeros((len(windows), len(MODALITIES), WINDOW_SAMPLES), np.float32)  # [n, 4, 3000]
-    mask = np.zeros((len(windows), len(MODALITIES)), bool)  # [n, 4]
+    return _model_input([window.fs for window in windows], raw)
+
+
+def npz_to_arrays(file, max_windows: int, max_bytes: int) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """The binary body (windows_npz.py) validated like JSON windows and preprocessed -> (signals, mask, rates)."""
+    try:
+        fs, arrays = read_windows_npz(file, max_bytes)
+    except NpzError as error:
+        raise BadInput(error.field, error.problem, error.fix) from None
+    if not arrays:
+        raise BadInput("windows[0]", "no modality present", f"give at least one of {', '.join(MODALITIES)} as an array")
+    n = len(next(iter(arrays.values())))
+    _check_count(n, max_windows)
+    raw = [check_window(i, fs, {m: x[i] for m, x in arrays.items()}) for i in range(n)]
+    signals, mask = _model_input([fs] * n, raw)
+    return signals, mask, [fs] * n
+
+
+def window_input(windows: list[Window], windows_npz: list[Path], max_windows: int, max_bytes: int
+                 ) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """/predict's input, JSON `windows` or the binary `windows_npz` (exactly one) -> (signals, mask, rates)."""
+    if windows and windows_npz:
+        raise BadInput(FIELD, "both windows and windows_npz given", "send the windows one way: JSON or the npz file")
+    if windows_npz:
+        return npz_to_arrays(windows_npz[0], max_windows, max_bytes)
+    signals, mask = windows_to_arrays(windows, max_windows)
+    return signals, mask, [window.fs for window in windows]
+
+
+def _model_input(rates: list[float], raw: list[dict[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Checked raw windows -> preprocessed (signals [n, 4, 3000], mask [n, 4]), one call per (rate, modality set)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, (fs, arrays) in enumerate(zip(rates, raw)):
+        groups.setdefault((fs, tuple(arrays)), []).append(i)
+    signals = np.zeros((len(raw), len(MODALITIES), WINDOW_SAMPLES), np.float32)  # [n, 4, 3000]
+    mask = np.zeros((len(raw), len(MODALITIES)), bool)  # [n, 4]
     for (fs, modalities), rows in groups.items():  # one vectorised call per (rate, modality set)
         stacked = {m: (np.stack([raw[r][m] for r in rows]), fs) for m in modalities}  # [k, 30 * fs] each
         signals[rows], mask[rows] = preprocess_modalities(stacked)

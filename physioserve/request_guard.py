@@ -14,6 +14,10 @@ them from the BentoML service: path, form fields, file fields). Per request:
 5. answers: a 4xx that BentoML writes itself (its pydantic validation of JSON bodies) is rewritten
    into the same body: `{"error", "field", "fix"}` (plus BentoML's `detail`).
 
+A route with only optional files (`/predict`: JSON windows, or the binary `windows_npz` file) takes
+both bodies; BentoML's OpenAPI schema (`/docs.json`) lists only the form for it, so the guard adds
+the JSON body (the same fields, files left out) to the schema it serves.
+
 Answers name the field (`Content-Type`, `body`, `file`, `windows[0].fs`...) and a fix the caller
 can apply over HTTP. Nothing here runs the model; the endpoints validate values (api_requests.py).
 """
@@ -35,6 +39,7 @@ SPOOL_BYTES = MB  # form bodies beyond this are spooled to a temporary file whil
 MAX_TEXT_FIELD = 64 << 10
 MAX_PARTS = 16
 JSON_TYPES = ("", "application/json")
+DOCS = "/docs.json"  # BentoML's OpenAPI schema
 
 
 @dataclass(frozen=True)
@@ -46,22 +51,34 @@ class Route:
     fields: tuple[str, ...]
     file_fields: frozenset[str]
     required: frozenset[str]
+    example: str = "night.edf"  # the file named in the fixes of a form route
+
+    @property
+    def curl(self) -> str:
+        """How to send this route's file, e.g. `curl -F file=@night.edf`."""
+        return f"curl -F {sorted(self.file_fields)[0]}=@{self.example}"
+
+    @property
+    def takes_json(self) -> bool:
+        """JSON routes, and form routes whose files are all optional (/predict: JSON windows or windows_npz)."""
+        return not (self.file_fields & self.required)
 
 
-def api_routes(service, limits: dict[str, int], default: int) -> dict[str, Route]:
-    """{path: Route} of every API of a BentoML service (its input models say the fields)."""
+def api_routes(service, limits: dict[str, int], default: int, examples: dict[str, str] | None = None) -> dict[str, Route]:
+    """{path: Route} of every API of a BentoML service (its input models say the fields); `examples`: file per route."""
     routes = {}
     for method in service.apis.values():
         spec = method.input_spec
         fields = tuple(spec.model_fields)
         required = frozenset(k for k, f in spec.model_fields.items() if f.is_required())
         routes[method.route] = Route(method.route, limits.get(method.route, default), fields,
-                                     frozenset(spec.multipart_fields), required)
+                                     frozenset(spec.multipart_fields), required,
+                                     (examples or {}).get(method.route, "night.edf"))
     return routes
 
 
 def _too_large(route: Route, size: int) -> BadInput:
-    return BadInput("file" if route.file_fields else "body",
+    return BadInput("body" if route.takes_json else "file",
                     f"request body of {size} bytes is over the {route.limit} byte limit of {route.path}",
                     "send less per request (see /metadata limits)", status=413)
 
@@ -110,17 +127,17 @@ class _FormCheck:
 
 def check_form(route: Route, parts: list[dict]) -> None:
     """Raise BadInput when the form's parts do not fit the route's fields."""
-    files = sorted(route.file_fields)
+    files, example = sorted(route.file_fields), route.example
     expected = ", ".join(f"{f} (file)" if f in route.file_fields else f for f in route.fields)
     for part in parts:
         name = part["name"]
         if name not in route.fields:
             raise BadInput(name or "(unnamed)", f"unknown form field {name!r}",
-                           f"send the recording as the form field {files[0]!r} (curl -F {files[0]}=@night.edf); "
+                           f"send the file as the form field {files[0]!r} (curl -F {files[0]}=@{example}); "
                            f"fields: {expected}")
         if name in route.file_fields and not part["file"]:
             raise BadInput(name, "a plain text value where a file goes",
-                           f"send the recording as a file part (curl -F {name}=@night.edf)")
+                           f"send it as a file part (curl -F {name}=@{example})")
         if name not in route.file_fields and part["file"]:
             raise BadInput(name, "a file where a text value goes", f"send {name} as a text value (curl -F {name}=...)")
         if name not in route.file_fields and part["size"] > MAX_TEXT_FIELD:
@@ -129,7 +146,7 @@ def check_form(route: Route, parts: list[dict]) -> None:
         raise BadInput("body", f"{len(parts)} form parts (at most {MAX_PARTS})", "send each field once")
     missing = sorted(route.required - {part["name"] for part in parts})
     if missing:
-        raise BadInput(missing[0], "missing from the form", f"send it (curl -F {missing[0]}=@night.edf)")
+        raise BadInput(missing[0], "missing from the form", f"send it (curl -F {missing[0]}=@{example})")
 
 
 def _pydantic_answer(body: dict) -> BadInput:
@@ -159,6 +176,8 @@ class RequestGuard:
 
     async def __call__(self, scope, receive, send):
         route = self.routes.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if scope["type"] == "http" and scope.get("path") == DOCS and scope.get("method") == "GET":
+            return await self.app(scope, receive, _documenting(send, self.routes))
         if route is None or scope.get("method") == "OPTIONS":  # not an API route, or a CORS preflight
             return await self.app(scope, receive, send)
         try:
@@ -181,19 +200,20 @@ class RequestGuard:
             raise _too_large(route, int(declared))
         media, options = parse_options_header(headers.get("content-type", ""))
         media = media.decode("latin-1").lower()
-        if route.file_fields:
+        if route.file_fields and (media == "multipart/form-data" or not route.takes_json):
             if media != "multipart/form-data":
                 raise BadInput("Content-Type", f"{media or 'no Content-Type'}, but {route.path} takes a form upload",
-                               "send multipart/form-data with the recording as a file (curl -F file=@night.edf)", 415)
+                               f"send multipart/form-data with the file ({route.curl})", 415)
             boundary = options.get(b"boundary")
             if not boundary:
                 raise BadInput("Content-Type", "multipart/form-data without a boundary parameter",
-                               "let the HTTP client write the form (curl -F file=@night.edf, requests files=...) "
+                               f"let the HTTP client write the form ({route.curl}, requests files=...) "
                                "instead of setting Content-Type by hand")
             return await self._checked_form(receive, route, boundary)
         if media not in JSON_TYPES:
-            raise BadInput("Content-Type", f"{media}, but {route.path} takes JSON",
-                           "send a JSON body with Content-Type: application/json", 415)
+            also = f", or multipart/form-data with the file {sorted(route.file_fields)[0]}" if route.file_fields else ""
+            raise BadInput("Content-Type", f"{media}, but {route.path} takes JSON{also}",
+                           f"send a JSON body with Content-Type: application/json{also}", 415)
         if declared is None:  # chunked: read it all (up to the limit) before the app sees it
             body = tempfile.SpooledTemporaryFile(max_size=route.limit + 1)
             await _read_body(receive, body, route, None)
@@ -210,10 +230,10 @@ class RequestGuard:
                 parser.finalize()
             except MultipartParseError as error:
                 raise BadInput("body", f"not a well-formed multipart/form-data body ({error})",
-                               "let the HTTP client write the form (curl -F file=@night.edf)") from None
+                               f"let the HTTP client write the form ({route.curl})") from None
             if not check.ended:
                 raise BadInput("body", "the multipart/form-data body ends before its closing boundary (truncated)",
-                               "send the whole form (curl -F file=@night.edf)")
+                               f"send the whole form ({route.curl})")
             check_form(route, check.parts)
         except BadInput:
             body.close()
@@ -293,6 +313,40 @@ def _rewriting(send):
             return await _send_json(send, start["status"], {**error.body(), **({"detail": data["detail"]} if "detail" in data else {})})
         await send(start)
         return await send({"type": "http.response.body", "body": body})
+
+    return wrapped
+
+
+def with_json_bodies(spec: dict, routes: dict[str, Route]) -> dict:
+    """The OpenAPI `spec` with an application/json request body added to the form routes that take JSON too."""
+    for route in routes.values():
+        body = spec.get("paths", {}).get(route.path, {}).get("post", {}).get("requestBody", {}).get("content", {})
+        form = body.get("multipart/form-data")
+        if not route.file_fields or not route.takes_json or form is None or "application/json" in body:
+            continue
+        schema = dict(form["schema"])
+        schema["properties"] = {k: v for k, v in schema.get("properties", {}).items() if k not in route.file_fields}
+        body["application/json"] = {"schema": schema}
+    return spec
+
+
+def _documenting(send, routes: dict[str, Route]):
+    """A `send` that passes the OpenAPI schema through `with_json_bodies`."""
+    held: dict = {}
+
+    async def wrapped(message):
+        if message["type"] == "http.response.start":
+            held["start"], held["body"] = message, b""
+            return None
+        held["body"] += message.get("body", b"")
+        if message.get("more_body"):
+            return None
+        start, body = held.pop("start"), held.pop("body")
+        if start["status"] == 200:
+            body = json.dumps(with_json_bodies(json.loads(body), routes)).encode()
+        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+        await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
 
     return wrapped
 

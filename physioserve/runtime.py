@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 ENV_THREADS = "PHYSIOSERVE_THREADS"
 ENV_DEVICE = "PHYSIOSERVE_DEVICE"  # auto | cpu | cuda
+ENV_SPIN = "PHYSIOSERVE_SPIN"  # 1: ORT's idle intra-op threads spin (a dedicated machine)
 ENV_VARIANT = "PHYSIOSERVE_VARIANT"  # fp32 | int8 (when the bundle was exported with --int8)
 DEFAULT_BATCH = 64
 N_MOD = len(MODALITIES)
@@ -109,6 +110,9 @@ class InferenceSession:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # idle pool threads sleep instead of spinning: on a shared machine spinning threads take the
+        # cores the work needs (paper size, batch 1: 1.4x, bench/ort_options.py); PHYSIOSERVE_SPIN=1 spins
+        options.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get(ENV_SPIN, "0"))
         options.log_severity_level = 3  # errors only
         self.variant = variant or os.environ.get(ENV_VARIANT, "fp32")
         path = self.bundle.path / model_file(self.bundle, self.variant)

@@ -382,7 +382,8 @@ def test_malformed_requests_of_real_clients_get_4xx(server, tmp_path):
         "multipart without a boundary": (dict(data=form, headers={"Content-Type": "multipart/form-data"}), 400, "Content-Type"),
         "file under another field name": (dict(files={"upload": ("n.edf", edf)}), 400, "upload"),
         "plain text where the file goes": (dict(files={"file": (None, "night.edf")}), 400, "file"),
-        "form data to /predict": (dict(files={"windows": ("w.json", b"[]")}), 415, "Content-Type"),
+        "a file as /predict's JSON windows": (dict(files={"windows": ("w.json", b"[]")}), 400, "windows"),
+        "text to /predict": (dict(data=b"windows", headers={"Content-Type": "text/plain"}), 415, "Content-Type"),
         "truncated form": (dict(data=form[:-20], headers={"Content-Type": "multipart/form-data; boundary=x"}), 400, "body"),
         "JSON to /score": (dict(json={"file": "/etc/passwd"}), 415, "Content-Type"),
     }
