@@ -11,7 +11,7 @@ Needs the optional extra: `pip install -c constraints/cpu.txt -e '.[compare]'`.
 
     python bench/realism.py [--seed 0] [--hours H] [--workers 2] [--out bench/results/realism.json]
         [--markdown FILE]      # also the tables of docs/SYNTHETIC.md, as Markdown
-    python bench/realism.py --from-json --markdown FILE    # those tables from an earlier --out JSON
+    python bench/realism.py --from-json --markdown FILE    # tables and figures from an earlier --out JSON
 """
 
 from __future__ import annotations
@@ -161,6 +161,7 @@ def plot_stages(results: list[dict], rows: list[dict], clips: dict, folder: Path
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     from physioserve.synth.norms import background_psd
 
@@ -195,6 +196,10 @@ def plot_stages(results: list[dict], rows: list[dict], clips: dict, folder: Path
             bx.plot(r["value"], i, "o", color="tab:green" if r["inside"] else "tab:red")
         bx.set_yticks(range(len(mine)), [f"{r['metric'][4:]} {r['derivation']}" for r in mine], fontsize=8)
         bx.set_xscale("log")
+        bx.xaxis.set_major_locator(LogLocator(subs=(1.0, 3.0)))
+        bx.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        bx.tick_params(axis="x", labelsize=8)
+        bx.xaxis.set_minor_formatter(NullFormatter())  # no overlapping 2x10^-1, 3x10^-1 ... labels
         bx.set_xlabel("share of 0.5-30 Hz power")
         others = [r for r in rows if r["stage"] == stage and not r["metric"].startswith("rel_")]
         bx.set_title("relative power vs cited range (bars)", fontsize=9)
@@ -399,14 +404,18 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=Path("../shared"), help="shared data folder (the real clips)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/realism.json"))
     parser.add_argument("--markdown", type=Path, default=None, help="also write the doc's tables (Markdown) here")
-    parser.add_argument("--from-json", action="store_true", help="no new nights: the Markdown from the --out JSON")
+    parser.add_argument("--from-json", action="store_true", help="no new nights: the Markdown (and the figures) from the --out JSON")
     args = parser.parse_args()
     if args.from_json:
         if args.markdown is None:
             parser.error("--from-json writes Markdown: give --markdown FILE")
         if not args.out.is_file():
             parser.error(f"--from-json: {args.out} not found; run bench/realism.py first (or give --out FILE)")
-        args.markdown.write_text(markdown(json.loads(args.out.read_text()), _doc_relative(args.figures)))
+        data = json.loads(args.out.read_text())
+        if all("psd" in r for r in data["nights"]):  # a JSON without the spectra gives the tables only
+            for path in plot_stages(data["nights"], data["spectral_summary"], real_clip_spectra(args.shared), args.figures):
+                print(f"wrote {path}")
+        args.markdown.write_text(markdown(data, _doc_relative(args.figures)))
         print(f"wrote {args.markdown}")
         return
     pool = held_out_hypnograms()
@@ -422,7 +431,7 @@ def main() -> None:
     print(f"\n{len(results)} nights, seed {args.seed}, {time.perf_counter() - t0:.0f} s")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     data = {"seed": args.seed, "hours": args.hours, "summary": summary, "spectral_summary": rows,
-            "nights": [{k: v for k, v in r.items() if k not in ("epochs", "psd")} for r in results]}
+            "nights": [{k: v for k, v in r.items() if k != "epochs"} for r in results]}
     args.out.write_text(json.dumps(data, indent=1))
     if args.markdown is not None:
         args.markdown.write_text(markdown(data, _doc_relative(args.figures)))
