@@ -10,12 +10,15 @@ summary of the generator against the cited normative ranges (`physioserve.synth.
 Needs the optional extra: `pip install -c constraints/cpu.txt -e '.[compare]'`.
 
     python bench/realism.py [--seed 0] [--hours H] [--workers 2] [--out bench/results/realism.json]
+        [--markdown FILE]      # also the tables of docs/SYNTHETIC.md, as Markdown
+    python bench/realism.py --from-json --markdown FILE    # tables and figures from an earlier --out JSON
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -158,6 +161,7 @@ def plot_stages(results: list[dict], rows: list[dict], clips: dict, folder: Path
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     from physioserve.synth.norms import background_psd
 
@@ -192,6 +196,10 @@ def plot_stages(results: list[dict], rows: list[dict], clips: dict, folder: Path
             bx.plot(r["value"], i, "o", color="tab:green" if r["inside"] else "tab:red")
         bx.set_yticks(range(len(mine)), [f"{r['metric'][4:]} {r['derivation']}" for r in mine], fontsize=8)
         bx.set_xscale("log")
+        bx.xaxis.set_major_locator(LogLocator(subs=(1.0, 3.0)))
+        bx.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        bx.tick_params(axis="x", labelsize=8)
+        bx.xaxis.set_minor_formatter(NullFormatter())  # no overlapping 2x10^-1, 3x10^-1 ... labels
         bx.set_xlabel("share of 0.5-30 Hz power")
         others = [r for r in rows if r["stage"] == stage and not r["metric"].startswith("rel_")]
         bx.set_title("relative power vs cited range (bars)", fontsize=9)
@@ -333,6 +341,59 @@ def _print_table(results: list[dict], key: str) -> dict:
     return {"mean": mean, "pooled": pooled, "confusion": total.tolist()}
 
 
+def _fmt(v: float) -> str:
+    return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+
+
+def range_cell(low: float, high: float) -> str:
+    """A cited range as the doc's table writes it: `low - high`."""
+    return f"{low:g} - {high:g}"
+
+
+def markdown(data: dict, figures: Path | None = None) -> str:
+    """The realism tables of docs/SYNTHETIC.md from the JSON this script writes: YASA per input set
+    (mean over nights and pooled), per night, the confusion matrices, the spectral summary."""
+    names = list(STAGE_NAMES)
+    lines = ["| YASA inputs | mean kappa | pooled kappa | accuracy | " + " | ".join(f"{n} recall" for n in names) + " |",
+             "| --- " * (4 + len(names)) + "|"]
+    for key, s in data["summary"].items():
+        rec = " | ".join(f"{s['mean']['recall'][n]:.2f}" for n in names)
+        lines.append(f"| {key} ({' + '.join(c for c in INPUTS[key] if c)}) | {s['mean']['kappa']:.3f} | "
+                     f"{s['pooled']['kappa']:.3f} | {s['mean']['accuracy']:.2f} | {rec} |")
+    lines += ["", "Per night (kappa; the hypnogram's record, the synthetic subject's age and sex):", "",
+              "| night | age | sex | " + " | ".join(f"kappa {k}" for k in data["summary"]) + " | N1 recall " +
+              " | N1 recall ".join(data["summary"]) + " |", "| --- " * (3 + 2 * len(data["summary"])) + "|"]
+    for r in data["nights"]:
+        kap = " | ".join(f"{r['inputs'][k]['kappa']:.3f}" for k in data["summary"])
+        n1 = " | ".join("-" if r["inputs"][k]["recall"]["N1"] is None else f"{r['inputs'][k]['recall']['N1']:.2f}"
+                        for k in data["summary"])
+        lines.append(f"| {r['name']} | {r['age']} | {r['sex']} | {kap} | {n1} |")
+    for key, s in data["summary"].items():
+        lines += ["", f"Confusion over all nights, YASA {key} (rows: true stage; columns: YASA):", "",
+                  "| true stage | " + " | ".join(names) + " | recall |", "| --- " * (len(names) + 2) + "|"]
+        for k, row in enumerate(s["confusion"]):
+            total = sum(row)
+            lines.append(f"| {names[k]} | " + " | ".join(str(v) for v in row) + f" | {row[k] / total:.2f} |"
+                         if total else f"| {names[k]} | " + " | ".join(str(v) for v in row) + " | - |")
+    rows = data["spectral_summary"]
+    lines += ["", f"Per-stage summary against the cited ranges ({sum(r['inside'] for r in rows)} of {len(rows)} inside; "
+              "value = median over all epochs of the stage, or rate over all its minutes):", "",
+              "| metric | stage | derivation | cited range | synthetic | inside | source |", "| --- " * 7 + "|"]
+    for r in rows:
+        lines.append(f"| {r['metric']} | {r['stage']} | {r['derivation']} | {range_cell(r['low'], r['high'])} | "
+                     f"{_fmt(r['value'])} | {'yes' if r['inside'] else '**no**'} | {r['source']} |")
+    if figures is not None:
+        lines.append("")
+        for stage in names:
+            lines.append(f"![{stage}: synthetic spectra and relative band powers against the cited ranges]({figures}/{stage}.png)")
+    return "\n".join(lines) + "\n"
+
+
+def _doc_relative(folder: Path) -> Path:
+    """The figures' folder as docs/SYNTHETIC.md links it."""
+    return Path(os.path.relpath(folder.resolve(), Path("docs").resolve()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0)
@@ -342,7 +403,21 @@ def main() -> None:
     parser.add_argument("--figures", type=Path, default=Path("docs/figures/synthetic"), help="folder for the per-stage PNGs")
     parser.add_argument("--shared", type=Path, default=Path("../shared"), help="shared data folder (the real clips)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/realism.json"))
+    parser.add_argument("--markdown", type=Path, default=None, help="also write the doc's tables (Markdown) here")
+    parser.add_argument("--from-json", action="store_true", help="no new nights: the Markdown (and the figures) from the --out JSON")
     args = parser.parse_args()
+    if args.from_json:
+        if args.markdown is None:
+            parser.error("--from-json writes Markdown: give --markdown FILE")
+        if not args.out.is_file():
+            parser.error(f"--from-json: {args.out} not found; run bench/realism.py first (or give --out FILE)")
+        data = json.loads(args.out.read_text())
+        if all("psd" in r for r in data["nights"]):  # a JSON without the spectra gives the tables only
+            for path in plot_stages(data["nights"], data["spectral_summary"], real_clip_spectra(args.shared), args.figures):
+                print(f"wrote {path}")
+        args.markdown.write_text(markdown(data, _doc_relative(args.figures)))
+        print(f"wrote {args.markdown}")
+        return
     pool = held_out_hypnograms()
     plans = plan_corpus(len(pool), args.seed, args.hours, pool)[: args.nights]
     t0 = time.perf_counter()
@@ -355,8 +430,12 @@ def main() -> None:
         print(f"wrote {path}")
     print(f"\n{len(results)} nights, seed {args.seed}, {time.perf_counter() - t0:.0f} s")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"seed": args.seed, "hours": args.hours, "summary": summary, "spectral_summary": rows,
-                                    "nights": [{k: v for k, v in r.items() if k not in ("epochs", "psd")} for r in results]}, indent=1))
+    data = {"seed": args.seed, "hours": args.hours, "summary": summary, "spectral_summary": rows,
+            "nights": [{k: v for k, v in r.items() if k != "epochs"} for r in results]}
+    args.out.write_text(json.dumps(data, indent=1))
+    if args.markdown is not None:
+        args.markdown.write_text(markdown(data, _doc_relative(args.figures)))
+        print(f"wrote {args.markdown}")
 
 
 if __name__ == "__main__":

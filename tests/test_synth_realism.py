@@ -137,3 +137,17 @@ def test_n3_slow_waves_meet_the_scoring_rule_and_n2_mostly_not(blocks):
 
     assert np.median(share(3)) >= 0.2
     assert np.median(share(2)) < 0.2
+
+
+def test_the_docs_range_table_is_norms_ranges():
+    """docs/SYNTHETIC.md's per-stage summary cites exactly `norms.RANGES` (one source of truth):
+    every row, its range and its source, and no other row (regenerate with bench/realism.py --markdown)."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "SYNTHETIC.md").read_text()
+    metrics = {m for m, *_ in norms.RANGES}
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in doc.splitlines()
+            if line.startswith("| ") and line.split("|")[1].strip() in metrics]
+    cited = [(r[0], r[1], r[2], r[3], r[6]) for r in rows]
+    expected = [(m, st, d, f"{lo:g} - {hi:g}", src) for m, st, d, lo, hi, src in norms.RANGES]
+    assert cited == expected
