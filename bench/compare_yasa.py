@@ -147,7 +147,7 @@ def train_feature_baseline(records: list[Path], modalities: tuple[str, ...], cac
     x, y = pd.concat(tables, ignore_index=True), np.concatenate(ys)
     keep = y >= 0
     model = LGBMClassifier(n_estimators=400, max_depth=5, num_leaves=90, colsample_bytree=0.5,
-                           class_weight="balanced", n_jobs=2, verbose=-1, random_state=0)
+                           class_weight="balanced", n_jobs=1, verbose=-1, random_state=0)
     model.fit(x[keep], y[keep])
     return model
 

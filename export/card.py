@@ -8,6 +8,13 @@ from physioserve.modalities import STAGE_NAMES
 
 from .ablation import ablation_table
 
+# how the heads were trained (`physioserve probe` mode), for the card's summary line
+_HEADS = {
+    "linear": "with linear heads on the frozen encoder",
+    "finetune": "then fine-tuned end to end with its heads",
+    "scratch": "(architecture only: trained end to end from random init) with heads",
+}
+
 
 def _fmt(value) -> str:
     if isinstance(value, float):
@@ -84,8 +91,9 @@ def model_card(meta: dict) -> str:
         "",
         f"Multimodal sleep model ({size} size, d_model {meta.get('d_model')}, "
         f"{_fmt(model.get('parameters'))} parameters): a MultiMAE-style encoder pretrained with input "
-        "modality drop (Fang et al., 2024) with linear heads for sleep stage (W, N1, N2, N3, REM), age "
-        "(< 55 / >= 55) and arousal, on 30 s windows of any subset of EEG, EOG, EMG and ECG.",
+        f"modality drop (Fang et al., 2024) {_HEADS.get((prov.get('probe') or {}).get('mode'), _HEADS['linear'])} "
+        "for sleep stage (W, N1, N2, N3, REM), age (< 55 / >= 55) and arousal, on 30 s windows of any "
+        "subset of EEG, EOG, EMG and ECG.",
         "",
         *([prov["card_notes"], ""] if prov.get("card_notes") else []),
         "## Intended use",
