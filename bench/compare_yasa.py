@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import machine, print_load  # noqa: E402
+from benchlib import machine, print_load, yasa_stage_codes  # noqa: E402
 
 from physioserve.agreement import stage_agreement_report, stage_codes  # noqa: E402
 from physioserve.bundle import resolve_bundle  # noqa: E402
@@ -45,7 +45,6 @@ INPUTS = {  # input set -> modalities given to every system
     "eeg+eog+emg": ("eeg", "eog", "emg"),
     "eeg": ("eeg",),
 }
-YASA_CODES = {"W": 0, "WAKE": 0, "N1": 1, "N2": 2, "N3": 3, "R": 4, "REM": 4}
 
 
 def site_channels(site: str | None) -> dict[str, str]:
@@ -115,9 +114,7 @@ def yasa_staging(record: Path, modalities: tuple[str, ...], channels: dict[str, 
 
 def yasa_predict(record: Path, modalities: tuple[str, ...], channels: dict[str, str]) -> np.ndarray:
     sls, _ = yasa_staging(record, modalities, channels)
-    hyp = sls.predict()  # yasa.Hypnogram (0.8: stage names W N1 N2 N3 R, or WAKE ... in `hypno`)
-    values = hyp.hypno.values if hasattr(hyp, "hypno") else hyp
-    return np.array([YASA_CODES[str(s)] for s in values])
+    return yasa_stage_codes(sls.predict())
 
 
 def features(record: Path, modalities: tuple[str, ...], cache: Path, channels: dict[str, str] = YASA_CHANNELS):

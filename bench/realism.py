@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchlib import yasa_stage_codes  # bench/ is the script's folder
 from physioserve.modalities import STAGE_NAMES, STAGE_UNDEFINED
 from physioserve.synth.corpus import generate_record, plan_corpus
 from physioserve.synth.hypnograms import EPOCH_SAMPLES, FS, held_out_hypnograms
@@ -34,7 +35,6 @@ from physioserve.synth.sites import CHANNEL_NAMES
 from physioserve.synth.writer import channel_specs
 
 INPUTS = {"eeg+eog+emg": ("C4-M1", "E1-M2", "Chin1-Chin2"), "eeg": ("C4-M1", None, None)}
-_YASA_CODES = {"WAKE": 0, "W": 0, "N1": 1, "N2": 2, "N3": 3, "REM": 4, "R": 4}
 
 
 def quantised(signals: np.ndarray, name: str) -> np.ndarray:
@@ -56,7 +56,7 @@ def yasa_stages(channels: dict[str, np.ndarray], eeg: str, eog: str | None, emg:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         hyp = yasa.SleepStaging(raw, eeg_name=eeg, eog_name=eog, emg_name=emg).predict()
-    return np.array([_YASA_CODES[str(v)] for v in hyp.hypno.values], np.int8)
+    return yasa_stage_codes(hyp)
 
 
 def confusion(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
