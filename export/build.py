@@ -2,7 +2,7 @@
 
 Order: export (dynamo, legacy fallback) -> `onnx.checker` full check -> parity with torch at
 batch 1, 2, 7, 64 (some modalities absent) -> metadata into the ONNX file and `bundle.json` ->
-optional int8 copy + drift report -> MODEL_CARD.md. The folder is written under a temporary name
+optional static int8 copy + drift report (gated) -> MODEL_CARD.md. The folder is written under a temporary name
 and renamed at the end, so a failed check never leaves a half bundle behind.
 """
 
@@ -12,7 +12,6 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from physioserve.bundle import (
@@ -31,6 +30,7 @@ from physioserve.preprocessing import DEFAULT_CONFIG
 from .card import model_card
 from .context_graph import check_context_parity, export_context
 from .graph import PARITY_BATCHES, check_graph, check_parity, export_onnx, set_metadata
+from .quantize import Int8Windows
 
 INT8_FILE = "model.int8.onnx"
 INT8_MIN_AGREEMENT = 0.99  # issue 13: an int8 graph must give fp32's sleep stage on >= 99 % of held-out windows
@@ -50,7 +50,7 @@ def export_bundle(
     version: str | None = None,
     exporter: str = "auto",
     int8: bool = False,
-    int8_windows: tuple[np.ndarray, np.ndarray, str] | None = None,
+    int8_windows: Int8Windows | None = None,
     int8_min_agreement: float = INT8_MIN_AGREEMENT,
     parity_batches: tuple[int, ...] = PARITY_BATCHES,
     overwrite: bool = False,
@@ -65,6 +65,10 @@ def export_bundle(
     `extra_files`: {name in the bundle: source file} copied as they are (e.g. the reliability diagram).
     `weights`: torch state dicts written to `weights.pt` for `physioserve adapt` (encoder, heads,
     decoders or None, context).
+    `int8`: also a static QDQ int8 copy, calibrated on `int8_windows.calibration` (default: synthetic
+    windows), written only when its sleep stage agrees with fp32 on `int8_min_agreement` of the
+    held-out windows (with their masks and with EEG alone); else the report goes to
+    `export.int8_refused` and no int8 file is written.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
@@ -109,14 +113,15 @@ def export_bundle(
         set_metadata(onnx_path, meta)
         files[MODEL_FILE] = sha256(onnx_path)
         if int8:
-            from .quantize import int8_drift, quantize_int8
+            from .quantize import int8_drift, quantize_static_int8, synthetic_int8_windows
 
             int8_path = tmp / INT8_FILE
-            quantize_int8(onnx_path, int8_path)
-            signals, mask, source = int8_windows if int8_windows is not None else (None, None, None)
-            drift = int8_drift(onnx_path, int8_path, signals=signals, mask=mask, source=source)
-            report = {"file": INT8_FILE, "method": "onnxruntime quantize_dynamic, int8 weights per channel, MatMul/Gemm",
-                      "min_agreement": int8_min_agreement, **drift}
+            windows = int8_windows if int8_windows is not None else synthetic_int8_windows()
+            quant = quantize_static_int8(onnx_path, int8_path, windows.calibration, windows.calibration_mask,
+                                         calibration_source=windows.calibration_source)
+            drift = int8_drift(onnx_path, int8_path, signals=windows.heldout, mask=windows.heldout_mask,
+                               source=windows.heldout_source)
+            report = {"file": INT8_FILE, **quant, "min_agreement": int8_min_agreement, **drift}
             if drift["sleep_stage_agreement"] < int8_min_agreement:  # the gate: no int8 graph that disagrees
                 int8_path.unlink()
                 report.pop("file")

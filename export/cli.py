@@ -1,7 +1,7 @@
 """`physioserve export`: pretraining checkpoint + probe heads -> a checked model bundle (ONNX).
 
     physioserve export --checkpoint runs/small/encoder.pt --probe runs/small-probe --out bundles/small
-    physioserve export ... --int8 --data runs/cache      # + int8 graph, drift measured on real windows
+    physioserve export ... --int8 --data runs/cache      # + int8 graph, calibrated and gated on real windows
     physioserve export ... --register                    # + save into the BentoML model store
 
 The encoder comes from the probe's `model.pt` (the weights the heads were trained on); the checkpoint
@@ -30,9 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="JSON of `physioserve evaluate` for the model card (default: PROBE_DIR/evaluation.json if present)")
     parser.add_argument("--name", default="physioserve", help="model name in bundle.json (default physioserve)")
     parser.add_argument("--version", default=None, help="model version (default: UTC time YYYYMMDD.HHMMSS)")
-    parser.add_argument("--int8", action="store_true", help="also write model.int8.onnx (dynamic quantisation) and its drift report; refused (exit 1, "
-                        "fp32 bundle still written) when its stage agreement with fp32 is below 99 %")
-    parser.add_argument("--data", type=Path, default=None, help="window cache whose test windows measure the int8 drift")
+    parser.add_argument("--int8", action="store_true", help="also write model.int8.onnx (static QDQ int8: the transformer's "
+                        "MatMuls by a weight int8; tokenizers, attention's Q K^T and softmax x V, heads, LayerNorm, Softmax fp32) "
+                        "and its drift report; refused (exit 1, fp32 bundle "
+                        "still written) when its stage agreement with fp32 on held-out windows is below 99 %%")
+    parser.add_argument("--data", type=Path, default=None, help="window cache: its train windows calibrate the int8 graph, its "
+                        "test + val windows measure the drift (as recorded and EEG only); also the --ablation cache")
     parser.add_argument("--register", action="store_true", help="save the bundle into the BentoML model store as physioserve:<version>")
     parser.add_argument("--legacy", action="store_true", help="use the legacy TorchScript exporter instead of dynamo")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
@@ -230,7 +233,12 @@ def run(args: argparse.Namespace) -> int:
         except (FileNotFoundError, ValueError, KeyError) as error:
             print(f"physioserve export: {error}", file=sys.stderr)
             return 1
-    windows = cache_windows(args.data) if args.int8 and args.data else None
+    if args.int8 and args.data:
+        from .quantize import cache_int8_windows
+
+        windows = cache_int8_windows(args.data)
+    else:
+        windows = None
     if args.ablation and not args.data:
         print("physioserve export: --ablation needs --data CACHE (the window cache whose test split it scores)", file=sys.stderr)
         return 1
