@@ -178,6 +178,8 @@ def main() -> int:
     parser.add_argument("--hours", type=float, default=None, help="crop each night (default: whole nights)")
     parser.add_argument("--site", default=None, help="a recording site of the generator (`physioserve synth --list-sites`)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/compare_yasa"))
+    parser.add_argument("--bundle-only", action="store_true",
+                        help="physioserve only (no YASA, no feature baseline): compare bundles on nights whose peer figures are known")
     args = parser.parse_args()
     load = __import__("os").getloadavg()
     started = time.perf_counter()
@@ -187,7 +189,7 @@ def main() -> int:
     bundle = resolve_bundle(args.bundle)
     session = InferenceSession(bundle)
     baselines = {}
-    if args.train_corpus is not None:
+    if args.train_corpus is not None and not args.bundle_only:
         train = [r for r in find_records(args.train_corpus) if (r / f"{r.name}.arousal").exists()]
         for name, modalities in INPUTS.items():
             print(f"feature baseline ({name}): features of {len(train)} training nights", file=sys.stderr)
@@ -199,8 +201,9 @@ def main() -> int:
         for name, modalities in INPUTS.items():
             pred, true = ours(session, record, modalities, channels)
             results.setdefault(f"physioserve/{name}", []).append({"record": record.name, **report(pred, true)})
-            yasa_pred = yasa_predict(record, modalities, channels)
-            results.setdefault(f"yasa/{name}", []).append({"record": record.name, **report(yasa_pred, true)})
+            if not args.bundle_only:
+                yasa_pred = yasa_predict(record, modalities, channels)
+                results.setdefault(f"yasa/{name}", []).append({"record": record.name, **report(yasa_pred, true)})
             if name in baselines:
                 table, y = features(record, modalities, args.out / "features", channels)
                 fpred = baselines[name].predict(table)

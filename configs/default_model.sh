@@ -32,13 +32,15 @@ done_or "$runs/probe-linear/model.pt" "$ps" probe --config configs/probe-linear.
 #    the shipped model's window-level heads
 done_or "$runs/finetune/model.pt" "$ps" probe --config configs/finetune-default.json --finetune \
   --checkpoint "$runs/pretrain/encoder.pt" --data "$runs/cache" --out "$runs/finetune" --no-progress --threads "$threads"
-# 6. the night-context model (BiGRU over the fine-tuned encoder's epoch embeddings) and temperature scaling
+# 6. the night-context model (BiGRU over the fine-tuned encoder's epoch embeddings, per-recording normalisation,
+#    a correction of the window-level logits: configs/context-default.json) and temperature scaling
 done_or "$runs/context/context.pt" "$ps" context --probe "$runs/finetune" --data "$runs/cache" --out "$runs/context" \
-  --passes 2 --no-progress --threads "$threads"
+  --config configs/context-default.json --passes 4 --no-progress --threads "$threads"
 # 7. test-split tables of both heads
 done_or "$runs/evaluation/evaluation.json" "$ps" evaluate "$runs/probe-linear" "$runs/finetune" --out "$runs/evaluation"
 # 8. the bundled default model: fine-tuned encoder + calibrated heads + night-context graph, the MultiMAE
-#    decoders for `physioserve adapt`, its test metrics, the missing-modality table and the card notes
+#    decoders for `physioserve adapt`, its test metrics, the missing-modality table, the card notes, and
+#    the static int8 graph (written only if it agrees with fp32 on >= 99 % of held-out windows)
 step "$ps" export --checkpoint "$runs/pretrain/checkpoint.pt" --probe "$runs/finetune" --context "$runs/context" \
-  --evaluation "$runs/evaluation/evaluation.json" --data "$runs/cache" --ablation \
-  --card-notes configs/default_model_card_notes.md --version 0.2.0 --out physioserve/assets/default_bundle --overwrite
+  --evaluation "$runs/evaluation/evaluation.json" --data "$runs/cache" --ablation --int8 \
+  --card-notes configs/default_model_card_notes.md --version 0.3.0 --out physioserve/assets/default_bundle --overwrite

@@ -54,6 +54,24 @@ def context_section(context: dict) -> list[str]:
         "it; the window-level heads stay in `model.onnx` (`window_*` columns, `/predict`).",
         "",
     ]
+    if cfg.get("night_norm"):
+        lines += [
+            "**Per-recording normalisation** (part of the graph): the GRU also reads each epoch embedding z-scored "
+            "by the statistics of the sequence it is given, over its scorable epochs, and how many epochs those "
+            "rest on, so a recording's overall shift of the embeddings (amplitude, derivation, filters, site) "
+            "cancels out. Given a whole night (`score`, `/score`, the demo) the statistics are the night's; given "
+            "a run of windows (`/predict consecutive=true`), the run's: send at least 30 minutes, a whole night "
+            f"where you can. Trained on whole-night statistics, and on excerpts of one epoch up to the crop length with their own for "
+            f"{cfg.get('excerpt_stats_p', 0):.0%} of the crops.",
+            "",
+        ]
+    if cfg.get("window_residual"):
+        lines += [
+            "**A correction of the window-level answer**: the graph carries a copy of the window-level stage "
+            "head and adds its logits to the GRU's, so the GRU learns what the context changes, and an epoch "
+            "with no useful context (a single window, a very short run) keeps the window-level stage.",
+            "",
+        ]
     metrics = context.get("metrics") or {}
     if metrics:
         lines += ["| split / inputs | window kappa | night kappa | night accuracy | night balanced acc. | "
@@ -157,7 +175,7 @@ def model_card(meta: dict) -> str:
     int8 = export.get("int8")
     if int8:
         lines.append(
-            f"- int8 (`{int8.get('file')}`, dynamic quantisation): sleep-stage agreement with fp32 "
+            f"- int8 (`{int8.get('file')}`, {int8.get('method', 'quantised')}): sleep-stage agreement with fp32 "
             f"{int8.get('sleep_stage_agreement')} on {int8.get('windows')} {int8.get('source')}; "
             f"max |Δp| stage {int8.get('sleep_stage_max_abs_prob')}"
         )

@@ -79,7 +79,7 @@ def cache_int8_windows(cache_dir: str | Path, n_calibration: int = CALIBRATION_W
         if not len(indices):
             indices, label = np.arange(len(cache)), "all records"
         indices = np.sort(indices[cache.mask[indices].any(1)])
-        return _spaced(indices, n), f"windows of cache {name} ({label})"
+        return _spaced(indices, n), f"windows of the window cache `{name}` ({label})"
 
     cal, cal_source = pick(("train",), n_calibration)
     held, held_source = pick(("test", "val"), n_heldout)

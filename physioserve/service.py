@@ -121,7 +121,8 @@ class PhysioServe:
             "per request); physioserve.client writes it"),
         return_embedding: bool = Field(default=False, description="also return each window's embedding"),
         consecutive: bool = Field(default=False, description="the windows are consecutive 30 s epochs of one recording, "
-                                  "in order: also stage each in its context (night-context graph)"),
+                                  "in order: also stage each in its context (night-context graph; a bundle with "
+                                  "per-recording normalisation takes its statistics from this run: send >= 30 min)"),
     ) -> PredictResponse:
         """Sleep stage, age and arousal for each 30 s window (any subset of eeg/eog/emg/ecg, any rate >= 50 Hz).
 

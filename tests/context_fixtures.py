@@ -11,6 +11,8 @@ from pathlib import Path
 
 from test_export_fixtures import tiny_pipeline
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def context_pipeline(base: Path) -> dict[str, Path]:
     """{ft, ctx, bundle, cache, run}: fine-tuned probe, context folder and bundle, under `base`."""
@@ -26,7 +28,7 @@ def context_pipeline(base: Path) -> dict[str, Path]:
          "--select", "sleep_stage", "--data", paths["cache"], "--out", out["ft"], "--epochs", "1", "--batch-size", "8",
          "--no-progress"],
         ["context", "--probe", out["ft"], "--data", paths["cache"], "--out", out["ctx"], "--steps", "40", "--passes", "1",
-         "--no-progress"],
+         "--config", REPO / "configs" / "context-default.json", "--no-progress"],
         ["export", "--checkpoint", paths["run"] / "checkpoint.pt", "--probe", out["ft"], "--context", out["ctx"],
          "--out", out["bundle"], "--version", "0.0.2-test"],
     ]

@@ -18,7 +18,8 @@ from physioserve.modalities import STAGE_NAMES
 from physioserve.runtime import InferenceSession
 from physioserve.scoring import COLUMNS, WINDOW_STAGE_COLUMNS, score_recording
 from training.config import ContextConfig
-from training.context import Night, NightContext, predict_nights, train_context
+from training.context import (Night, NightContext, predict_nights, scale_output, train_context,
+                              whole_night_statistics)
 
 
 def markov_nights(n_nights: int, length: int, d: int, noise: float, seed: int) -> list[Night]:
@@ -37,8 +38,9 @@ def markov_nights(n_nights: int, length: int, d: int, noise: float, seed: int) -
     return nights
 
 
-def test_unscorable_epochs_do_not_matter_and_any_length_runs():
-    model = NightContext(16, ContextConfig(hidden=8)).eval()
+@pytest.mark.parametrize("options", [{}, {"night_norm": True}, {"night_norm": True, "window_residual": True}])
+def test_unscorable_epochs_do_not_matter_and_any_length_runs(options):
+    model = NightContext(16, ContextConfig(hidden=8, **options)).eval()
     emb = torch.randn(2, 40, 16)
     mask = torch.rand(2, 40, 4) > 0.3
     mask[:, 5] = False
@@ -63,6 +65,56 @@ def test_context_beats_window_by_window_staging_on_persistent_stages(torch_one_t
     window = ((emb[:, None, :] - centres[None]) ** 2).sum(-1).argmin(1)  # the best a window-level rule does here
     assert selection["best_val_kappa"] == pytest.approx(cohen_kappa(y, night, 5), abs=1e-6)
     assert cohen_kappa(y, night, 5) > cohen_kappa(y, window, 5) + 0.15
+
+
+def test_night_statistics_given_in_training_are_the_ones_the_graph_computes_from_a_whole_night():
+    torch.manual_seed(0)
+    model = NightContext(16, ContextConfig(hidden=8, night_norm=True)).eval()
+    night = markov_nights(1, 90, 16, noise=1.0, seed=3)[0]
+    emb, mask = torch.from_numpy(night.embedding[None]), torch.from_numpy(night.mask[None])
+    (stats,) = whole_night_statistics(model, [night])
+    assert stats[2].item() == night.mask.any(1).sum()  # n = the scorable epochs
+    with torch.no_grad():
+        assert torch.allclose(model(emb, mask), model(emb, mask, stats), atol=1e-6)
+        # an excerpt gets its own statistics: not the same logits as inside the night
+        assert not torch.allclose(model(emb[:, :20], mask[:, :20]), model(emb, mask)[:, :20], atol=1e-3)
+
+
+def test_window_residual_graph_is_the_window_head_plus_a_correction():
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 5)
+    model = NightContext(16, ContextConfig(hidden=8, night_norm=True, window_residual=True)).eval()
+    model.set_window_head(head)
+    emb, mask = torch.randn(1, 30, 16), torch.ones(1, 30, 4, dtype=torch.bool)
+    with torch.no_grad():
+        correction = model(emb, mask) - head(emb)
+        model.out.weight.zero_()
+        model.out.bias.zero_()
+        assert torch.allclose(model(emb, mask), head(emb), atol=1e-6)  # no correction: the window-level logits
+    assert correction.abs().max() > 1e-3
+    assert not any(p.requires_grad for p in model.window_head.parameters())  # frozen: only the correction trains
+    calibrated = scale_output(model, 2.0)
+    with torch.no_grad():
+        assert torch.allclose(calibrated(emb, mask), head(emb) / 2.0, atol=1e-6)  # the temperature scales both
+
+
+def test_per_recording_normalisation_carries_staging_to_nights_with_a_site_shift(torch_one_thread):
+    """Every night at its own site: its embeddings shifted and scaled per dimension (amplitude,
+    derivation, filters move a real encoder's output so). The per-night statistics cancel that."""
+    rng = np.random.default_rng(7)
+    nights = markov_nights(16, 300, 8, noise=0.7, seed=1)
+    for night in nights:
+        night.embedding = (night.embedding * rng.uniform(0.6, 1.6, 8) + rng.normal(0, 1.5, 8)).astype(np.float32)
+    train, val, test = nights[:10], nights[10:13], nights[13:]
+    kappas = {}
+    for night_norm in (False, True):
+        cfg = ContextConfig(hidden=16, layers=1, crop_epochs=60, batch_size=16, steps=300, eval_every=50,
+                            night_norm=night_norm)
+        model, _ = train_context(train, val, cfg, progress=False)
+        y = np.concatenate([n.stage[n.mask.any(1)] for n in test])
+        p = np.concatenate([lg[n.mask.any(1)].argmax(1) for lg, n in zip(predict_nights(model, test), test)])
+        kappas[night_norm] = cohen_kappa(y, p, 5)
+    assert kappas[True] > 0.6 and kappas[True] > kappas[False] + 0.25, kappas  # seen: 0.69 vs 0.32
 
 
 @pytest.fixture(scope="module")

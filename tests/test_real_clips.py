@@ -2,10 +2,10 @@
 
 The model was trained on synthetic nights only; these clips are real PSG (YASA's notebooks, BSD-3).
 What a user sees first must make sense: 6 minutes of awake, eyes-open EEG are wake, a 30 s N3 epoch is
-N3, and a REM EOG clip (859 s of LOC/ROC, EOG alone) is mostly REM. Release 0.2.0 gets the N3 epoch
-right and the other two wrong (it calls the eyes-open wake REM and the REM EOG N3/W/N2:
-docs/EXPERIMENTS.md); those two are strict expected failures, so the day a model passes them the
-marks must go.
+N3, and a REM EOG clip (859 s of LOC/ROC, EOG alone) is mostly REM. Release 0.3.0 gets the N3 epoch,
+the REM EOG (REM in 16 of 28 epochs) and the eyes-open wake at Cz-A2 (W in 10 of 12) right, and calls
+the eyes-open wake at F4-A1 N1 (docs/EXPERIMENTS.md): that test is a strict expected failure, so the
+day a model passes it the mark must go.
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ def stages(session, signals: dict[str, np.ndarray], fs: float) -> list[str]:
     return [STAGE_NAMES[k] for k in probs[key].argmax(1)]
 
 
-KNOWN_0_2_0 = "release 0.2.0 fails it on real EEG/EOG (docs/EXPERIMENTS.md, 'Real clips')"
+KNOWN_MISS = "release 0.3.0 fails it on real EEG/EOG (docs/EXPERIMENTS.md, 'Real clips')"
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_0_2_0)
+@pytest.mark.xfail(strict=True, reason=KNOWN_MISS)
 def test_awake_eyes_open_eeg_is_wake(session, shared_data):
     clip = np.load(shared_data / "real" / "yasa" / "data_resting_EO_200Hz.npz")
     assert list(clip["chan"]) == ["F4-A1", "CZ-A2"] and float(clip["sf"]) == 200
@@ -71,7 +71,6 @@ def test_rem_eog_is_reported(session, shared_data):
     assert len(got) == 28 and set(got) <= set(STAGE_NAMES)  # 859 s at 256 Hz: 28 whole epochs, each staged
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_0_2_0)
 def test_rem_eog_is_mostly_rem(session, shared_data):
     got = rem_clip_stages(session, shared_data)
     assert Counter(got)["REM"] >= len(got) / 3

@@ -303,6 +303,16 @@ class ContextConfig(_Config):
     layers: int = 2
     dropout: float = 0.2
     crop_epochs: int = 120  # training crops: 1 h of 30 s epochs (the graph takes any length)
+    # per-recording normalisation (our choice, after YASA's per-night z-scored features, Vallat & Walker
+    # 2021): the GRU also sees each embedding z-scored by the statistics of its own sequence (the night,
+    # or the excerpt it is given); training crops take the whole night's statistics, except a share
+    # `excerpt_stats_p` that take their crop's own, as a 30-minute /predict run or a short clip does
+    night_norm: bool = False
+    excerpt_stats_p: float = 0.3
+    # the GRU's output is added to the window-level stage logits (the probe's stage head, frozen, inside
+    # the graph): the context model learns a correction, and an epoch without context (a single window,
+    # a short excerpt) keeps the window-level answer
+    window_residual: bool = False
     batch_size: int = 16
     steps: int = 1500
     lr: float = 2e-3

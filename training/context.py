@@ -8,6 +8,20 @@ runs a bidirectional GRU over the sequence of epoch embeddings of the frozen enc
     embedding [B, L, D] --standardise (training statistics)--> z [B, L, D]
     [z, modality mask] [B, L, D + 4] -> Linear -> GELU -> BiGRU (2 layers) [B, L, 2H] -> Linear -> logits [B, L, 5]
 
+With `night_norm` (per-recording normalisation, as YASA z-scores its features per night) the input
+also carries each z re-standardised by its own sequence's statistics over the scorable epochs, and
+how many epochs those statistics rest on:
+
+    [z, (z - night mean) / night std, modality mask, log(n_scorable) / log(1000)] [B, L, 2D + 5]
+
+so a site's overall shift of the embeddings (amplitude, derivation, filters) cancels out. Given a
+whole night the statistics are the night's; given an excerpt, the excerpt's (documented for
+`/predict consecutive=true`); training uses both (`ContextConfig.excerpt_stats_p`).
+
+With `window_residual` the graph carries the window-level stage head (frozen, a copy of the probe's)
+and adds its logits to the GRU's: logits = out(h) + head(embedding). The GRU learns a correction of
+the window-level answer, which an epoch without useful context keeps.
+
 An epoch without any usable modality (unscorable window, a gap) enters as zeros with an all-False
 mask: the GRU bridges it from its neighbours, and scoring still reports it unscorable. The same
 graph takes a 30-minute excerpt or a whole night (trained on random crops of `crop_epochs`).
@@ -30,6 +44,19 @@ N_STAGES = len(STAGE_NAMES)
 N_MOD = len(MODALITIES)
 
 
+LOG_1000 = float(np.log(1000.0))  # scales log(n_scorable): a whole night (~1000 epochs) -> ~1
+STD_FLOOR = 0.1  # night std floor (units of the training std): a uniform excerpt does not blow up
+
+
+def sequence_statistics(z: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean [B, 1, D], std [B, 1, D] (floored at STD_FLOOR) and count n [B, 1, 1] (>= 1) of z [B, L, D]
+    over the scorable epochs (present [B, L, 1] = 1) of each sequence."""
+    n = present.sum(1, keepdim=True).clamp(min=1.0)  # [B, 1, 1]
+    mean = (z * present).sum(1, keepdim=True) / n  # [B, 1, D]
+    var = (((z - mean) * present) ** 2).sum(1, keepdim=True) / n  # [B, 1, D]
+    return mean, torch.sqrt(var + STD_FLOOR ** 2), n
+
+
 class NightContext(nn.Module):
     """Bidirectional GRU over a night's epoch embeddings -> per-epoch stage logits (see module doc)."""
 
@@ -42,20 +69,47 @@ class NightContext(nn.Module):
         self.cfg = cfg
         self.register_buffer("mean", torch.zeros(d_model) if mean is None else mean.float().clone())
         self.register_buffer("std", torch.ones(d_model) if std is None else std.float().clone())
-        self.inp = nn.Linear(d_model + N_MOD, cfg.hidden)
+        self.inp = nn.Linear((2 * d_model + N_MOD + 1) if cfg.night_norm else (d_model + N_MOD), cfg.hidden)
         self.gru = nn.GRU(cfg.hidden, cfg.hidden, cfg.layers, batch_first=True, bidirectional=True,
                           dropout=cfg.dropout if cfg.layers > 1 else 0.0)
         self.drop = nn.Dropout(cfg.dropout)
         self.out = nn.Linear(2 * cfg.hidden, N_STAGES)
+        if cfg.window_residual:  # the window-level stage head, frozen (set by `set_window_head`)
+            self.window_head = nn.Linear(d_model, N_STAGES)
+            self.window_head.requires_grad_(False)
 
-    def forward(self, embedding: torch.Tensor, modality_mask: torch.Tensor) -> torch.Tensor:
-        """embedding [B, L, D] float, modality_mask [B, L, 4] bool -> sleep_stage_logits [B, L, 5]."""
+    def set_window_head(self, head: nn.Linear) -> None:
+        """Copy the probe's stage head [5, D] (window_residual only)."""
+        with torch.no_grad():
+            self.window_head.weight.copy_(head.weight)
+            self.window_head.bias.copy_(head.bias)
+
+    def standardise(self, embedding: torch.Tensor, modality_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (z [B, L, D] by the training statistics, zero at unscorable epochs; present [B, L, 1])."""
         present = modality_mask.any(-1, keepdim=True).to(embedding.dtype)  # [B, L, 1]
-        z = (embedding - self.mean) / self.std * present  # [B, L, D]
-        x = torch.cat([z, modality_mask.to(embedding.dtype)], dim=-1)  # [B, L, D + 4]
+        return (embedding - self.mean) / self.std * present, present
+
+    def forward(self, embedding: torch.Tensor, modality_mask: torch.Tensor,
+                night_stats: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """embedding [B, L, D] float, modality_mask [B, L, 4] bool -> sleep_stage_logits [B, L, 5].
+
+        `night_stats` (training only; the graph computes them from its input): (mean [B, 1, D],
+        std [B, 1, D], n [B, 1, 1]) of z over a longer sequence than the one given (the whole night)."""
+        z, present = self.standardise(embedding, modality_mask)  # [B, L, D], [B, L, 1]
+        parts = [z]
+        if self.cfg.night_norm:
+            mean, std, n = sequence_statistics(z, present) if night_stats is None else night_stats  # [B, 1, D] x2, [B, 1, 1]
+            parts.append((z - mean) / std * present)  # [B, L, D]
+        parts.append(modality_mask.to(embedding.dtype))  # [B, L, 4]
+        if self.cfg.night_norm:
+            parts.append((torch.log(n) / LOG_1000).expand(-1, z.shape[1], -1))  # [B, L, 1]
+        x = torch.cat(parts, dim=-1)  # [B, L, D + 4] or [B, L, 2D + 5]
         x = self.drop(F.gelu(self.inp(x)))  # [B, L, H]
         h, _ = self.gru(x)  # [B, L, 2H]
-        return self.out(self.drop(h))  # [B, L, 5]
+        logits = self.out(self.drop(h))  # [B, L, 5]
+        if self.cfg.window_residual:
+            logits = logits + self.window_head(embedding * present)  # [B, L, 5]
+        return logits
 
 
 @dataclass
@@ -77,14 +131,15 @@ def class_weights(nights: list[Night]) -> torch.Tensor:
 
 
 def sample_crops(nights: list[Night], cfg: ContextConfig, rng: np.random.Generator):
-    """A training batch of random crops: (embedding [B, L, D], mask [B, L, 4], stage [B, L])."""
+    """A training batch of random crops: (embedding [B, L, D], mask [B, L, 4], stage [B, L], night index [B])."""
     length = cfg.crop_epochs
     d = nights[0].embedding.shape[1]
     emb = np.zeros((cfg.batch_size, length, d), np.float32)
     mask = np.zeros((cfg.batch_size, length, N_MOD), bool)
     stage = np.full((cfg.batch_size, length), -1, np.int64)
     sizes = np.array([len(n.stage) for n in nights], float)
-    for b, k in enumerate(rng.choice(len(nights), cfg.batch_size, p=sizes / sizes.sum())):
+    picks = rng.choice(len(nights), cfg.batch_size, p=sizes / sizes.sum())
+    for b, k in enumerate(picks):
         night = nights[k]
         n = len(night.stage)
         start = int(rng.integers(0, max(n - length, 0) + 1))
@@ -95,7 +150,37 @@ def sample_crops(nights: list[Night], cfg: ContextConfig, rng: np.random.Generat
     blank = rng.random((cfg.batch_size, length)) < cfg.epoch_drop_p  # epochs made unscorable
     mask[blank] = False
     stage[~mask.any(-1)] = -1
-    return torch.from_numpy(emb), torch.from_numpy(mask), torch.from_numpy(stage)
+    return torch.from_numpy(emb), torch.from_numpy(mask), torch.from_numpy(stage), picks
+
+
+@torch.no_grad()
+def whole_night_statistics(model: NightContext, nights: list[Night]) -> list[tuple[torch.Tensor, ...]]:
+    """`sequence_statistics` of each whole night: [(mean [1, 1, D], std [1, 1, D], n [1, 1, 1])]."""
+    out = []
+    for night in nights:
+        z, present = model.standardise(torch.from_numpy(night.embedding[None]).float(), torch.from_numpy(night.mask[None]))
+        out.append(sequence_statistics(z, present))
+    return out
+
+
+def crop_statistics(model: NightContext, emb: torch.Tensor, mask: torch.Tensor, stage: torch.Tensor, picks: np.ndarray,
+                    nights_stats: list[tuple[torch.Tensor, ...]], excerpt_p: float, rng: np.random.Generator):
+    """Statistics for a batch of crops: its whole night's for most; a share `excerpt_p` become excerpts
+    of one epoch up to the crop's length (log-uniform; the rest blanked in `mask` and `stage`, in place)
+    with their own statistics, as a /predict run or a short clip gets. -> (mean, std [B, 1, D], n [B, 1, 1])."""
+    use_own = rng.random(len(picks)) < excerpt_p  # [B]
+    for b in np.flatnonzero(use_own):
+        stop = int(np.exp(rng.uniform(0.0, np.log(mask.shape[1] + 1))))  # 1 .. L epochs
+        mask[b, stop:] = False
+        stage[b, stop:] = -1
+    with torch.no_grad():
+        own = sequence_statistics(*model.standardise(emb, mask))
+    flag = torch.from_numpy(use_own)[:, None, None]  # [B, 1, 1]
+    stats = []
+    for i in range(3):
+        night = torch.cat([nights_stats[k][i] for k in picks])  # [B, 1, D] or [B, 1, 1]
+        stats.append(torch.where(flag, own[i], night))
+    return tuple(stats)
 
 
 @torch.no_grad()
@@ -120,10 +205,11 @@ def night_kappa(model: NightContext, nights: list[Night]) -> float:
     return cohen_kappa(y[keep], p[keep], N_STAGES)
 
 
-def train_context(train: list[Night], val: list[Night], cfg: ContextConfig, *, progress: bool = True
-                  ) -> tuple[NightContext, dict]:
+def train_context(train: list[Night], val: list[Night], cfg: ContextConfig, *, progress: bool = True,
+                  window_head: nn.Linear | None = None) -> tuple[NightContext, dict]:
     """Fit a NightContext on training nights (random crops, balanced CE); keep the step with the best
-    validation kappa. Returns (eval-mode model, {best_step, best_val_kappa, curve})."""
+    validation kappa. `window_head`: the probe's stage head (required with `cfg.window_residual`).
+    Returns (eval-mode model, {best_step, best_val_kappa, curve})."""
     import copy
 
     from tqdm.auto import tqdm
@@ -133,16 +219,23 @@ def train_context(train: list[Night], val: list[Night], cfg: ContextConfig, *, p
     present = np.concatenate([n.embedding[n.mask.any(1)] for n in train])  # [N, D]
     mean, std = present.mean(0), present.std(0).clip(min=1e-6)
     model = NightContext(train[0].embedding.shape[1], cfg, torch.from_numpy(mean), torch.from_numpy(std))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.window_residual:
+        if window_head is None:
+            raise ValueError("ContextConfig.window_residual needs the probe's stage head (window_head)")
+        model.set_window_head(window_head)
+    optimizer_params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(optimizer_params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
     weight = class_weights(train)
     best = {"best_step": 0, "best_val_kappa": -np.inf}
     best_state = copy.deepcopy(model.state_dict())
     curve = []
+    nights_stats = whole_night_statistics(model, train) if cfg.night_norm else None
     for step in tqdm(range(1, cfg.steps + 1), desc="context", disable=not progress, dynamic_ncols=True):
         model.train()
-        emb, mask, stage = sample_crops(train, cfg, rng)
-        logits = model(emb, mask)  # [B, L, 5]
+        emb, mask, stage, picks = sample_crops(train, cfg, rng)
+        stats = crop_statistics(model, emb, mask, stage, picks, nights_stats, cfg.excerpt_stats_p, rng) if cfg.night_norm else None
+        logits = model(emb, mask, stats)  # [B, L, 5]
         labelled = stage >= 0
         loss = F.cross_entropy(logits[labelled], stage[labelled], weight=weight)
         optimizer.zero_grad(set_to_none=True)
@@ -166,8 +259,9 @@ def scale_output(model: NightContext, temperature: float) -> NightContext:
 
     out = copy.deepcopy(model)
     with torch.no_grad():
-        out.out.weight /= temperature
-        out.out.bias /= temperature
+        for layer in (out.out, out.window_head) if model.cfg.window_residual else (out.out,):
+            layer.weight /= temperature
+            layer.bias /= temperature
     return out
 
 

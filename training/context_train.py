@@ -3,10 +3,11 @@
     physioserve context --probe PROBE_DIR --data CACHE --out CONTEXT_DIR
 
 1. Embeddings of every window of every train/val/test record, in record order, from the probe's
-   `model.pt` (encoder + heads; the encoder is not trained here). Train records also get `--passes`
-   augmented passes, each with one modality subset per night (a recording lacks a lead for the whole
-   night) and `training.augment` perturbations per window; val and test get a clean pass with all
-   modalities and one with EEG alone. Cached in CONTEXT_DIR/nights.npz (reused when it matches).
+   `model.pt` (encoder + heads; the encoder is not trained here): every record gets a clean pass with
+   all modalities and one with EEG alone (the two common deployments); train records also get
+   `--passes` augmented passes, each with one modality subset per night (a recording lacks a lead for
+   the whole night) and `training.augment` perturbations per window. Cached in
+   CONTEXT_DIR/nights.npz (reused when it matches).
 2. `training.context.NightContext` fitted on the train nights, the step with the best validation
    kappa kept.
 3. Temperatures (`training.calibration`) on the validation split for the window-level stage head,
@@ -97,7 +98,7 @@ def embed_nights(model, cache: WindowCache, passes: int, seed: int, device, batc
     jobs = []
     for split in SPLITS:
         for name in cache.split[split]:
-            kinds = [("all", ALL, None), ("eeg", EEG_ONLY, None)] if split != "train" else [("all", ALL, None)]
+            kinds = [("all", ALL, None), ("eeg", EEG_ONLY, None)]  # every split: clean, all modalities and EEG alone
             if split == "train":
                 for p in range(passes):
                     subset = SUBSETS[rng.choice(len(SUBSETS), p=weights / weights.sum())][0]
@@ -150,7 +151,7 @@ def _config(args) -> ContextConfig:
 def _load_or_embed(args, model, cache, cfg, device) -> dict:
     path = args.out / "nights.npz"
     fingerprint = json.dumps({"probe": str((args.probe / "model.pt").stat().st_mtime_ns), "passes": args.passes,
-                              "seed": cfg.seed, "records": {s: cache.split[s] for s in SPLITS}})
+                              "train_clean": ["all", "eeg"], "seed": cfg.seed, "records": {s: cache.split[s] for s in SPLITS}})
     if path.exists():
         saved = np.load(path, allow_pickle=True)
         if str(saved["fingerprint"]) == fingerprint:
@@ -181,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
           + f" ({sum(len(v) for v in nights.values())} passes)", file=sys.stderr)
 
     context, selection = train_context(_nights(nights["train"]), _nights(nights["val"]), cfg,
-                                       progress=not args.no_progress)
+                                       progress=not args.no_progress, window_head=model.heads["sleep_stage"])
 
     # calibration on the validation split (all-modality and EEG-only passes together)
     val = nights["val"]
