@@ -19,7 +19,6 @@ HELP = "export encoder + probe heads to an ONNX model bundle (parity-checked; op
 
 PROBE_MODEL = "model.pt"
 EVALUATION_NAMES = ("evaluation.json", "metrics.json", "results.json")
-INT8_WINDOWS = 512
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -196,24 +195,6 @@ def load_context_dir(context_dir: Path, model, model_config: dict):
                                                              if k != "curve"}}
     extra = {"reliability.png": context_dir / "reliability.png"} if (context_dir / "reliability.png").exists() else {}
     return model, (scale_output(context_model, temperatures["sleep_stage_night"]), info), extra
-
-
-def cache_windows(cache_dir: Path, n: int = INT8_WINDOWS):
-    """Up to n windows of a cache's test split (else all records), evenly spaced: (signals, mask, description)."""
-    import numpy as np
-
-    from physioserve.cache import WindowCache
-
-    cache = WindowCache(cache_dir)
-    split = "test"
-    try:
-        indices = cache.split_indices("test")
-    except FileNotFoundError:
-        indices = np.zeros(0, np.int64)
-    if not len(indices):
-        indices, split = np.arange(len(cache)), "all records"
-    indices = indices[np.linspace(0, len(indices) - 1, min(n, len(indices))).astype(np.int64)]
-    return cache.windows(indices), cache.mask[indices], f"windows of cache {cache_dir.name} ({split})"
 
 
 def run(args: argparse.Namespace) -> int:

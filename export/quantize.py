@@ -27,6 +27,7 @@ import numpy as np
 import onnx
 
 from physioserve.bundle import OUTPUT_NAMES
+from physioserve.modalities import MODALITY_INDEX
 from physioserve.runtime import softmax
 
 from .graph import example_inputs, ort_session
@@ -137,7 +138,7 @@ def node_groups(model: onnx.ModelProto) -> dict[str, list[str]]:
 def eeg_only(mask: np.ndarray) -> np.ndarray:
     """[n, 4] mask with EEG alone present (what many requests send)."""
     out = np.zeros_like(mask)
-    out[:, 0] = True
+    out[:, MODALITY_INDEX["eeg"]] = True
     return out
 
 

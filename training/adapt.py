@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from physioserve.modalities import MODALITY_INDEX
+from .context_train import EEG_ONLY
 
 HELP = "adapt a bundle to a site's unlabelled recordings (MultiMAE continuation + embedding statistics), re-export"
 
@@ -174,10 +174,8 @@ def embedding_stats(encoder, signals: np.ndarray, mask: np.ndarray, batch: int =
     with all modalities and with EEG alone, plus subsets); statistics of all-modality embeddings
     alone would shift every EEG-only embedding (measured: -0.085 EEG-alone kappa on home-128)."""
     encoder.eval()
-    eeg_only = np.zeros_like(mask)
-    eeg_only[:, MODALITY_INDEX["eeg"]] = mask[:, MODALITY_INDEX["eeg"]]
     parts = []
-    for m in (mask, eeg_only):
+    for m in (mask, mask & EEG_ONLY[None, :]):
         rows = np.flatnonzero(m.any(1))
         parts += [encoder.pooled(torch.from_numpy(np.asarray(signals[rows[i : i + batch]])),
                                  torch.from_numpy(m[rows[i : i + batch]])) for i in range(0, len(rows), batch)]
