@@ -43,4 +43,4 @@ done_or "$runs/evaluation/evaluation.json" "$ps" evaluate "$runs/probe-linear" "
 #    the static int8 graph (written only if it agrees with fp32 on >= 99 % of held-out windows)
 step "$ps" export --checkpoint "$runs/pretrain/checkpoint.pt" --probe "$runs/finetune" --context "$runs/context" \
   --evaluation "$runs/evaluation/evaluation.json" --data "$runs/cache" --ablation --int8 \
-  --card-notes configs/default_model_card_notes.md --version 0.3.0 --out physioserve/assets/default_bundle --overwrite
+  --card-notes configs/default_model_card_notes.md --version 0.4.0 --out physioserve/assets/default_bundle --overwrite

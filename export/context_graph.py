@@ -1,7 +1,8 @@
 """The night-context model -> its own ONNX graph (`context.onnx`), with the checks every export runs.
 
 Inputs `embedding` float32 [batch, epochs, D] (the main graph's `embedding` output of consecutive 30 s
-epochs) and `modality_mask` bool [batch, epochs, 4]; output `sleep_stage_logits` [batch, epochs, 5].
+epochs), `modality_mask` bool [batch, epochs, 4] and `epoch_features` float32 [batch, epochs, F]
+(`physioserve.epoch_features` of the same preprocessed windows); output `sleep_stage_logits` [batch, epochs, 5].
 Both the batch and the epoch count are dynamic: a 30-minute excerpt and a 10-hour night run the same
 graph. The legacy TorchScript exporter writes it (ONNX `GRU` op); the dynamo exporter fixes the
 sequence length of the output shape for recurrent modules in torch 2.13, so it is not used here.
@@ -18,6 +19,7 @@ import onnx
 import torch
 
 from physioserve.bundle import CONTEXT_INPUTS, CONTEXT_OUTPUTS
+from physioserve.epoch_features import N_FEATURES
 from physioserve.modalities import MODALITIES
 
 from .graph import OPSET, PARITY_TOLERANCE, ort_session
@@ -25,24 +27,26 @@ from .graph import OPSET, PARITY_TOLERANCE, ort_session
 PARITY_SHAPES = ((1, 1), (1, 7), (2, 120), (1, 1100))  # (batch, epochs)
 
 
-def example_sequence(batch: int, epochs: int, d_model: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Random embeddings [batch, epochs, D] and masks [batch, epochs, 4] with some epochs unscorable."""
+def example_sequence(batch: int, epochs: int, d_model: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Random embeddings [batch, epochs, D], masks [batch, epochs, 4] with some epochs unscorable, and
+    epoch features [batch, epochs, F] (log10 band powers: around -2..2)."""
     rng = np.random.default_rng(seed)
     embedding = rng.normal(0.0, 1.0, (batch, epochs, d_model)).astype(np.float32)
     mask = rng.random((batch, epochs, len(MODALITIES))) < 0.8
     mask[:, ::9] = False  # unscorable epochs: their embedding values must not matter
     embedding[~mask.any(-1)] = 1e3
-    return embedding, mask
+    features = rng.normal(0.0, 1.0, (batch, epochs, N_FEATURES)).astype(np.float32)
+    return embedding, mask, features
 
 
 def export_context(model: torch.nn.Module, path: str | Path, d_model: int, opset: int = OPSET) -> dict:
     """Write `context.onnx`; returns {"exporter", "opset"}."""
-    embedding, mask = (torch.from_numpy(a) for a in example_sequence(2, 30, d_model))
+    inputs = tuple(torch.from_numpy(a) for a in example_sequence(2, 30, d_model))
     names = (*CONTEXT_INPUTS, *CONTEXT_OUTPUTS)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model.eval().cpu(), (embedding, mask), str(path), dynamo=False, input_names=list(CONTEXT_INPUTS),
+            model.eval().cpu(), inputs, str(path), dynamo=False, input_names=list(CONTEXT_INPUTS),
             output_names=list(CONTEXT_OUTPUTS), dynamic_axes={n: {0: "batch", 1: "epochs"} for n in names},
             opset_version=opset,
         )
@@ -61,10 +65,10 @@ def check_context_parity(model: torch.nn.Module, path: str | Path, d_model: int,
     session = ort_session(path)
     report: dict = {"tolerance": tolerance, "max_abs": {}}
     for batch, epochs in PARITY_SHAPES:
-        embedding, mask = example_sequence(batch, epochs, d_model, seed=batch * 1000 + epochs)
+        arrays = example_sequence(batch, epochs, d_model, seed=batch * 1000 + epochs)
         with torch.no_grad():
-            expected = model.eval()(torch.from_numpy(embedding), torch.from_numpy(mask)).numpy()
-        got = session.run(list(CONTEXT_OUTPUTS), {"embedding": embedding, "modality_mask": mask})[0]
+            expected = model.eval()(*(torch.from_numpy(a) for a in arrays)).numpy()
+        got = session.run(list(CONTEXT_OUTPUTS), dict(zip(CONTEXT_INPUTS, arrays)))[0]
         report["max_abs"][f"{batch}x{epochs}"] = float(np.max(np.abs(got - expected)))
     worst = max(report["max_abs"].values())
     report["passed"] = bool(worst <= tolerance)

@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse
 
 from .api_models import AgePrediction, ArousalPrediction, StagePrediction, Window, WindowPrediction
 from .cache import recording_to_windows
+from .epoch_features import epoch_features
 from .modalities import AGE_CLASS_NAMES, AROUSAL_CLASS_NAMES, MODALITIES, STAGE_NAMES, WINDOW_SAMPLES, parse_channel_map
 from .preprocessing import band_limit_hz, missing_windows, preprocess_modalities, window_length
 from .recording import Recording
@@ -154,10 +155,11 @@ def require_context(session) -> None:
                        "send consecutive=false, or serve a bundle exported with `physioserve export --context`")
 
 
-def in_context(session, out: dict[str, np.ndarray], mask: np.ndarray) -> np.ndarray:
-    """Night-context stage probabilities [n, 5] of a run of consecutive windows (/predict consecutive=true)."""
+def in_context(session, out: dict[str, np.ndarray], signals: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Night-context stage probabilities [n, 5] of a run of consecutive windows (/predict consecutive=true):
+    out's embeddings [n, D] with the epoch features of the preprocessed `signals` [n, 4, 3000]."""
     require_context(session)
-    return softmax(session.night_stage_logits(out["embedding"], mask))
+    return softmax(session.night_stage_logits(out["embedding"], mask, epoch_features(signals, mask)))
 
 
 def predictions(out: dict[str, np.ndarray], mask: np.ndarray, fs: list[float], embedding: bool,

@@ -38,8 +38,9 @@ PACKAGED_BUNDLE = Path(__file__).parent / "assets" / "default_bundle"
 # ONNX graph interface (DESIGN "Inference model"): fixed names, dynamic batch.
 INPUT_NAMES = ("signals", "modality_mask")
 OUTPUT_NAMES = ("embedding", "sleep_stage_logits", "age_logits", "arousal_logits")
-# Night-context graph: consecutive epochs' embeddings [batch, epochs, D] + masks -> stage logits [batch, epochs, 5].
-CONTEXT_INPUTS = ("embedding", "modality_mask")
+# Night-context graph: consecutive epochs' embeddings [batch, epochs, D] + masks [batch, epochs, 4] + spectral
+# features [batch, epochs, F] (physioserve.epoch_features) -> stage logits [batch, epochs, 5].
+CONTEXT_INPUTS = ("embedding", "modality_mask", "epoch_features")
 CONTEXT_OUTPUTS = ("sleep_stage_logits",)
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .bundle import CONTEXT_INPUTS, CONTEXT_OUTPUTS, INPUT_NAMES, OUTPUT_NAMES, Bundle, BundleError, read_bundle
+from .epoch_features import N_FEATURES
 from .modalities import MODALITIES, WINDOW_SAMPLES
 from .preprocessing import DEFAULT_CONFIG
 
@@ -166,8 +167,9 @@ class InferenceSession:
     def has_context(self) -> bool:
         return self.context is not None
 
-    def night_stage_logits(self, embedding: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Night-context stage logits [n, 5] of n consecutive epochs (embedding [n, D], mask [n, 4]).
+    def night_stage_logits(self, embedding: np.ndarray, mask: np.ndarray, features: np.ndarray) -> np.ndarray:
+        """Night-context stage logits [n, 5] of n consecutive epochs (embedding [n, D], mask [n, 4], and
+        features [n, F]: `epoch_features` of the same preprocessed windows).
 
         Unscorable epochs (mask row all False) may hold anything in `embedding`; the graph ignores it.
         Raises BundleError for a bundle exported without a context graph.
@@ -176,12 +178,16 @@ class InferenceSession:
             raise BundleError(f"bundle {self.bundle.path} has no night-context graph; re-export with --context")
         embedding = np.ascontiguousarray(embedding, np.float32)
         mask = np.ascontiguousarray(mask, bool)
-        if embedding.ndim != 2 or embedding.shape[1] != self.d_model or mask.shape != (len(embedding), N_MOD):
-            raise ValueError(f"night context: embedding {embedding.shape} and mask {mask.shape}, expected "
-                             f"[n, {self.d_model}] and [n, {N_MOD}]")
-        if not len(embedding):
+        features = np.ascontiguousarray(features, np.float32)
+        n = len(embedding)
+        if (embedding.ndim != 2 or embedding.shape[1] != self.d_model or mask.shape != (n, N_MOD)
+                or features.shape != (n, N_FEATURES)):
+            raise ValueError(f"night context: embedding {embedding.shape}, mask {mask.shape} and features "
+                             f"{features.shape}, expected [n, {self.d_model}], [n, {N_MOD}] and [n, {N_FEATURES}]")
+        if not n:
             return np.zeros((0, 5), np.float32)
-        feed = {"embedding": embedding[None], "modality_mask": mask[None]}  # [1, n, D], [1, n, 4]
+        feed = {"embedding": embedding[None], "modality_mask": mask[None],
+                "epoch_features": features[None]}  # [1, n, D], [1, n, 4], [1, n, F]
         return self.context.run(list(CONTEXT_OUTPUTS), feed)[0][0]  # [n, 5]
 
     def run(self, signals: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
@@ -212,7 +218,7 @@ class InferenceSession:
             signals = np.zeros((n, N_MOD, WINDOW_SAMPLES), np.float32)
             out = self.run(signals, np.ones((n, N_MOD), bool))
             if self.context is not None:
-                self.night_stage_logits(out["embedding"], np.ones((n, N_MOD), bool))
+                self.night_stage_logits(out["embedding"], np.ones((n, N_MOD), bool), np.zeros((n, N_FEATURES), np.float32))
 
     def describe(self) -> dict:
         return {"providers": self.providers, "threads": self.threads, "batch_size": self.batch_size,

@@ -29,6 +29,7 @@ import numpy as np
 
 from .cache import recording_to_windows
 from .agreement import PLOT_LEVELS, stage_agreement_report
+from .epoch_features import epoch_features
 from .modalities import EPOCH_SECONDS, MODALITIES, STAGE_NAMES
 from .preprocessing import band_limit_hz
 from .recording import Recording
@@ -203,7 +204,8 @@ def predict_night(session, signals: np.ndarray, mask: np.ndarray) -> dict[str, n
             full[scorable] = probs[key]
         out[key] = full
     if getattr(session, "has_context", False):
-        night = softmax(session.night_stage_logits(np.nan_to_num(out["embedding"]), mask))  # [n, 5]
+        features = epoch_features(signals, mask)  # [n, F]
+        night = softmax(session.night_stage_logits(np.nan_to_num(out["embedding"]), mask, features))  # [n, 5]
         night[~scorable] = np.nan
         out["sleep_stage_night_probs"] = night
     return out

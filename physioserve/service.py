@@ -145,7 +145,7 @@ class PhysioServe:
         if any(not item for item in packed):
             raise RuntimeError("inference returned no result for some windows")
         out = add_probabilities(unpack_outputs(packed, self.bundle.d_model))
-        context = await anyio.to_thread.run_sync(in_context, self.session, out, mask) if consecutive else None
+        context = await anyio.to_thread.run_sync(in_context, self.session, out, signals, mask) if consecutive else None
         return PredictResponse(model=self.model_info, predictions=predictions(out, mask, rates, return_embedding, context))
 
     @bentoml.api

@@ -12,6 +12,7 @@ from context_fixtures import context_pipeline
 from test_export_fixtures import write_edf
 
 from physioserve.bundle import read_bundle
+from physioserve.epoch_features import FEATURE_MODALITY, FEATURE_NAMES, N_FEATURES, epoch_features
 from physioserve.io import read_recording
 from physioserve.metrics import cohen_kappa
 from physioserve.modalities import STAGE_NAMES
@@ -22,10 +23,12 @@ from training.context import (Night, NightContext, predict_nights, scale_output,
                               whole_night_statistics)
 
 
-def markov_nights(n_nights: int, length: int, d: int, noise: float, seed: int) -> list[Night]:
-    """Stages that persist (p = 0.93 per epoch, like scored nights) seen through noisy embeddings."""
+def markov_nights(n_nights: int, length: int, d: int, noise: float, seed: int, feature_noise: float | None = None) -> list[Night]:
+    """Stages that persist (p = 0.93 per epoch, like scored nights) seen through noisy embeddings, and
+    through noisy epoch features (`feature_noise`; None: the features are noise alone)."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(0, 1, (5, d))
+    feature_centres = rng.normal(0, 1, (5, N_FEATURES)) if feature_noise is not None else np.zeros((5, N_FEATURES))
     nights = []
     for k in range(n_nights):
         stage = np.zeros(length, np.int64)
@@ -34,7 +37,8 @@ def markov_nights(n_nights: int, length: int, d: int, noise: float, seed: int) -
         emb = centres[stage] + noise * rng.normal(0, 1, (length, d))
         mask = np.ones((length, 4), bool)
         mask[rng.random(length) < 0.05] = False  # a few unscorable epochs
-        nights.append(Night(f"n{k}", emb.astype(np.float32), mask, stage))
+        feats = feature_centres[stage] + (feature_noise or 1.0) * rng.normal(0, 1, (length, N_FEATURES))
+        nights.append(Night(f"n{k}", emb.astype(np.float32), mask, stage, feats.astype(np.float32)))
     return nights
 
 
@@ -42,14 +46,19 @@ def markov_nights(n_nights: int, length: int, d: int, noise: float, seed: int) -
 def test_unscorable_epochs_do_not_matter_and_any_length_runs(options):
     model = NightContext(16, ContextConfig(hidden=8, **options)).eval()
     emb = torch.randn(2, 40, 16)
+    feats = torch.randn(2, 40, N_FEATURES)
     mask = torch.rand(2, 40, 4) > 0.3
     mask[:, 5] = False
-    garbage = emb.clone()
+    mask[:, 6] = torch.tensor([True, False, True, True])  # no EOG in epoch 6
+    garbage, garbage_feats = emb.clone(), feats.clone()
     garbage[:, 5] = 1e6
+    garbage_feats[:, 5] = 1e6
+    garbage_feats[:, 6, torch.from_numpy(FEATURE_MODALITY == 1)] = 1e6  # an absent modality's features
     with torch.no_grad():
-        assert torch.allclose(model(emb, mask), model(garbage, mask))
+        assert torch.allclose(model(emb, mask, feats), model(garbage, mask, garbage_feats))
         for length in (1, 3, 700):
-            assert model(torch.randn(1, length, 16), torch.ones(1, length, 4, dtype=torch.bool)).shape == (1, length, 5)
+            assert model(torch.randn(1, length, 16), torch.ones(1, length, 4, dtype=torch.bool),
+                         torch.randn(1, length, N_FEATURES)).shape == (1, length, 5)
 
 
 def test_context_beats_window_by_window_staging_on_persistent_stages(torch_one_thread):
@@ -71,13 +80,13 @@ def test_night_statistics_given_in_training_are_the_ones_the_graph_computes_from
     torch.manual_seed(0)
     model = NightContext(16, ContextConfig(hidden=8, night_norm=True)).eval()
     night = markov_nights(1, 90, 16, noise=1.0, seed=3)[0]
-    emb, mask = torch.from_numpy(night.embedding[None]), torch.from_numpy(night.mask[None])
+    emb, mask, feats = (torch.from_numpy(a[None]) for a in (night.embedding, night.mask, night.features))
     (stats,) = whole_night_statistics(model, [night])
     assert stats[2].item() == night.mask.any(1).sum()  # n = the scorable epochs
     with torch.no_grad():
-        assert torch.allclose(model(emb, mask), model(emb, mask, stats), atol=1e-6)
+        assert torch.allclose(model(emb, mask, feats), model(emb, mask, feats, stats), atol=1e-6)
         # an excerpt gets its own statistics: not the same logits as inside the night
-        assert not torch.allclose(model(emb[:, :20], mask[:, :20]), model(emb, mask)[:, :20], atol=1e-3)
+        assert not torch.allclose(model(emb[:, :20], mask[:, :20], feats[:, :20]), model(emb, mask, feats)[:, :20], atol=1e-3)
 
 
 def test_window_residual_graph_is_the_window_head_plus_a_correction():
@@ -85,17 +94,46 @@ def test_window_residual_graph_is_the_window_head_plus_a_correction():
     head = torch.nn.Linear(16, 5)
     model = NightContext(16, ContextConfig(hidden=8, night_norm=True, window_residual=True)).eval()
     model.set_window_head(head)
-    emb, mask = torch.randn(1, 30, 16), torch.ones(1, 30, 4, dtype=torch.bool)
+    emb, mask, feats = torch.randn(1, 30, 16), torch.ones(1, 30, 4, dtype=torch.bool), torch.randn(1, 30, N_FEATURES)
     with torch.no_grad():
-        correction = model(emb, mask) - head(emb)
+        correction = model(emb, mask, feats) - head(emb)
         model.out.weight.zero_()
         model.out.bias.zero_()
-        assert torch.allclose(model(emb, mask), head(emb), atol=1e-6)  # no correction: the window-level logits
+        assert torch.allclose(model(emb, mask, feats), head(emb), atol=1e-6)  # no correction: the window-level logits
     assert correction.abs().max() > 1e-3
     assert not any(p.requires_grad for p in model.window_head.parameters())  # frozen: only the correction trains
     calibrated = scale_output(model, 2.0)
     with torch.no_grad():
-        assert torch.allclose(calibrated(emb, mask), head(emb) / 2.0, atol=1e-6)  # the temperature scales both
+        assert torch.allclose(calibrated(emb, mask, feats), head(emb) / 2.0, atol=1e-6)  # the temperature scales both
+
+
+def test_the_context_stages_from_the_epoch_features_where_the_embeddings_carry_nothing(torch_one_thread):
+    nights = markov_nights(14, 300, 8, noise=1.0, seed=5, feature_noise=1.5)
+    for night in nights:  # embeddings: noise alone
+        night.embedding = np.random.default_rng(len(night.record)).normal(0, 1, night.embedding.shape).astype(np.float32)
+    train, val = nights[:11], nights[11:]
+    cfg = ContextConfig(hidden=16, layers=1, crop_epochs=60, batch_size=16, steps=300, eval_every=50, night_norm=True)
+    _, selection = train_context(train, val, cfg, progress=False)
+    assert selection["best_val_kappa"] > 0.8, selection["best_val_kappa"]
+
+
+def test_epoch_features_are_log_band_powers_of_each_recorded_modality():
+    t = np.arange(3000) / 100.0
+    signals = np.zeros((2, 4, 3000), np.float32)
+    signals[:, 0] = 2.0 * np.sin(2 * np.pi * 11.0 * t)  # 11 Hz, 2 units peak: power 2 units^2
+    signals[:, 1] = np.random.default_rng(0).normal(0, 1, 3000)  # white noise, variance 1 up to 50 Hz
+    mask = np.array([[True, True, False, False], [True, False, False, False]])
+    feats = epoch_features(signals, mask)
+    names = dict(zip(FEATURE_NAMES, feats[0]))
+    assert feats.shape == (2, N_FEATURES) and feats.dtype == np.float32
+    assert names["eeg_10-12Hz"] > names["eeg_4-6Hz"] + 4 and names["eeg_10-12Hz"] > names["eeg_8-10Hz"]
+    # 2 units^2 spread over the 8 bins (2 Hz) of 10-12 Hz: about 1 unit^2/Hz, log10 -> ~0
+    assert -0.3 < names["eeg_10-12Hz"] < 0.1
+    # white noise of variance 1 over 0-50 Hz: 0.02 units^2/Hz in every band (log10 -1.7)
+    assert all(-1.9 < names[f"eog_{b}"] < -1.5 for b in ("1-2Hz", "8-10Hz", "20-30Hz"))
+    assert not feats[1, FEATURE_MODALITY == 1].any() and not feats[:, FEATURE_MODALITY >= 2].any()  # absent: zeros
+    with pytest.raises(ValueError, match="epoch_features"):
+        epoch_features(signals[:, :, :100], mask)
 
 
 def test_per_recording_normalisation_carries_staging_to_nights_with_a_site_shift(torch_one_thread):
@@ -157,9 +195,11 @@ def test_bundle_carries_a_parity_checked_context_graph_with_the_temperatures_bak
     night_mask = np.ones((6, 4), bool)
     night_mask[2] = False
     night_emb = np.asarray(rng.normal(0, 1, (6, bundle.d_model)), np.float32)
+    night_feats = np.asarray(rng.normal(-1, 1, (6, N_FEATURES)), np.float32)
     with torch.no_grad():
-        expected = context(torch.from_numpy(night_emb[None]), torch.from_numpy(night_mask[None]))[0].numpy()
-    assert np.allclose(runtime.night_stage_logits(night_emb, night_mask), expected / temps["sleep_stage_night"], atol=1e-4)
+        expected = context(*(torch.from_numpy(a[None]) for a in (night_emb, night_mask, night_feats)))[0].numpy()
+    got = runtime.night_stage_logits(night_emb, night_mask, night_feats)
+    assert np.allclose(got, expected / temps["sleep_stage_night"], atol=1e-4)
 
 
 def test_scoring_with_a_context_bundle_gives_night_and_window_stages(context_bundle, tmp_path):

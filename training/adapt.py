@@ -20,7 +20,9 @@ objective, and only what can be re-fitted without labels is re-fitted.
    replace the training ones. The night-context graph standardises with them directly; the window
    heads get the affine map site -> training statistics folded into their weights (feature alignment,
    a label-free re-fit in the spirit of AdaBN, Li et al. 2018). Whole nights are expected: the
-   statistics assume a night's usual mix of stages.
+   statistics assume a night's usual mix of stages. The epoch features' training statistics are
+   kept: the context graph z-scores them per recording anyway (night_norm), which is what a site's
+   shift of band powers needs.
 4. Re-export with the same checks as `physioserve export` (parity, metadata, card) into OUT: a bundle
    that serves and scores like any other.
 """

@@ -3,16 +3,20 @@
 The paper's heads classify one 30 s window. Sleep scorers read an epoch in its context (AASM rules
 such as "N2 continues until..." and the ~90 min cycle), and so do the stagers people trust (YASA's
 rolling features, U-Sleep's U-Net, SeqSleepNet's bidirectional RNN, Phan et al. 2019). This model
-runs a bidirectional GRU over the sequence of epoch embeddings of the frozen encoder:
+runs a bidirectional GRU over the sequence of epoch embeddings of the frozen encoder, each joined by
+the epoch's spectral features (`physioserve.epoch_features`: log band powers per modality, F of them):
 
-    embedding [B, L, D] --standardise (training statistics)--> z [B, L, D]
-    [z, modality mask] [B, L, D + 4] -> Linear -> GELU -> BiGRU (2 layers) [B, L, 2H] -> Linear -> logits [B, L, 5]
+    [embedding [B, L, D], epoch_features [B, L, F]] --standardise (training statistics)--> z [B, L, D + F]
+    [z, modality mask] [B, L, D + F + 4] -> Linear -> GELU -> BiGRU (2 layers) [B, L, 2H] -> Linear -> logits [B, L, 5]
+
+A feature of a modality the epoch lacks enters as 0 (its training mean); standardised features are
+clipped at +-FEATURE_CLIP (a flat lead, an electrode pop).
 
 With `night_norm` (per-recording normalisation, as YASA z-scores its features per night) the input
 also carries each z re-standardised by its own sequence's statistics over the scorable epochs, and
 how many epochs those statistics rest on:
 
-    [z, (z - night mean) / night std, modality mask, log(n_scorable) / log(1000)] [B, L, 2D + 5]
+    [z, (z - night mean) / night std, modality mask, log(n_scorable) / log(1000)] [B, L, 2(D + F) + 5]
 
 so a site's overall shift of the embeddings (amplitude, derivation, filters) cancels out. Given a
 whole night the statistics are the night's; given an excerpt, the excerpt's (documented for
@@ -36,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from physioserve.epoch_features import FEATURE_MODALITY, N_FEATURES
 from physioserve.modalities import MODALITIES, STAGE_NAMES
 
 from .config import ContextConfig
@@ -46,6 +51,7 @@ N_MOD = len(MODALITIES)
 
 LOG_1000 = float(np.log(1000.0))  # scales log(n_scorable): a whole night (~1000 epochs) -> ~1
 STD_FLOOR = 0.1  # night std floor (units of the training std): a uniform excerpt does not blow up
+FEATURE_CLIP = 8.0  # standardised epoch features are clipped to +-8 training std
 
 
 def sequence_statistics(z: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -60,16 +66,21 @@ def sequence_statistics(z: torch.Tensor, present: torch.Tensor) -> tuple[torch.T
 class NightContext(nn.Module):
     """Bidirectional GRU over a night's epoch embeddings -> per-epoch stage logits (see module doc)."""
 
-    input_names = ("embedding", "modality_mask")
+    input_names = ("embedding", "modality_mask", "epoch_features")
     output_names = ("sleep_stage_logits",)
 
     def __init__(self, d_model: int, cfg: ContextConfig, mean: torch.Tensor | None = None,
-                 std: torch.Tensor | None = None):
+                 std: torch.Tensor | None = None, feature_mean: torch.Tensor | None = None,
+                 feature_std: torch.Tensor | None = None):
         super().__init__()
         self.cfg = cfg
         self.register_buffer("mean", torch.zeros(d_model) if mean is None else mean.float().clone())
         self.register_buffer("std", torch.ones(d_model) if std is None else std.float().clone())
-        self.inp = nn.Linear((2 * d_model + N_MOD + 1) if cfg.night_norm else (d_model + N_MOD), cfg.hidden)
+        self.register_buffer("feature_mean", torch.zeros(N_FEATURES) if feature_mean is None else feature_mean.float().clone())
+        self.register_buffer("feature_std", torch.ones(N_FEATURES) if feature_std is None else feature_std.float().clone())
+        self.register_buffer("feature_modality", torch.from_numpy(FEATURE_MODALITY), persistent=False)
+        width = d_model + N_FEATURES
+        self.inp = nn.Linear((2 * width + N_MOD + 1) if cfg.night_norm else (width + N_MOD), cfg.hidden)
         self.gru = nn.GRU(cfg.hidden, cfg.hidden, cfg.layers, batch_first=True, bidirectional=True,
                           dropout=cfg.dropout if cfg.layers > 1 else 0.0)
         self.drop = nn.Dropout(cfg.dropout)
@@ -84,26 +95,32 @@ class NightContext(nn.Module):
             self.window_head.weight.copy_(head.weight)
             self.window_head.bias.copy_(head.bias)
 
-    def standardise(self, embedding: torch.Tensor, modality_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (z [B, L, D] by the training statistics, zero at unscorable epochs; present [B, L, 1])."""
+    def standardise(self, embedding: torch.Tensor, modality_mask: torch.Tensor,
+                    epoch_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (z [B, L, D + F] by the training statistics, zero at unscorable epochs and at features of
+        absent modalities; present [B, L, 1])."""
         present = modality_mask.any(-1, keepdim=True).to(embedding.dtype)  # [B, L, 1]
-        return (embedding - self.mean) / self.std * present, present
+        recorded = modality_mask[..., self.feature_modality].to(embedding.dtype)  # [B, L, F]
+        zf = ((epoch_features - self.feature_mean) / self.feature_std).clamp(-FEATURE_CLIP, FEATURE_CLIP)  # [B, L, F]
+        ze = (embedding - self.mean) / self.std * present  # [B, L, D]
+        return torch.cat([ze, zf * recorded], dim=-1), present  # [B, L, D + F]
 
-    def forward(self, embedding: torch.Tensor, modality_mask: torch.Tensor,
+    def forward(self, embedding: torch.Tensor, modality_mask: torch.Tensor, epoch_features: torch.Tensor,
                 night_stats: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """embedding [B, L, D] float, modality_mask [B, L, 4] bool -> sleep_stage_logits [B, L, 5].
+        """embedding [B, L, D] float, modality_mask [B, L, 4] bool, epoch_features [B, L, F] float
+        -> sleep_stage_logits [B, L, 5].
 
-        `night_stats` (training only; the graph computes them from its input): (mean [B, 1, D],
-        std [B, 1, D], n [B, 1, 1]) of z over a longer sequence than the one given (the whole night)."""
-        z, present = self.standardise(embedding, modality_mask)  # [B, L, D], [B, L, 1]
+        `night_stats` (training only; the graph computes them from its input): (mean [B, 1, D + F],
+        std [B, 1, D + F], n [B, 1, 1]) of z over a longer sequence than the one given (the whole night)."""
+        z, present = self.standardise(embedding, modality_mask, epoch_features)  # [B, L, D + F], [B, L, 1]
         parts = [z]
         if self.cfg.night_norm:
             mean, std, n = sequence_statistics(z, present) if night_stats is None else night_stats  # [B, 1, D] x2, [B, 1, 1]
-            parts.append((z - mean) / std * present)  # [B, L, D]
+            parts.append((z - mean) / std * present)  # [B, L, D + F]
         parts.append(modality_mask.to(embedding.dtype))  # [B, L, 4]
         if self.cfg.night_norm:
             parts.append((torch.log(n) / LOG_1000).expand(-1, z.shape[1], -1))  # [B, L, 1]
-        x = torch.cat(parts, dim=-1)  # [B, L, D + 4] or [B, L, 2D + 5]
+        x = torch.cat(parts, dim=-1)  # [B, L, D + F + 4] or [B, L, 2(D + F) + 5]
         x = self.drop(F.gelu(self.inp(x)))  # [B, L, H]
         h, _ = self.gru(x)  # [B, L, 2H]
         logits = self.out(self.drop(h))  # [B, L, 5]
@@ -114,12 +131,14 @@ class NightContext(nn.Module):
 
 @dataclass
 class Night:
-    """One record's epochs in order: embeddings [n, D], modality mask [n, 4], stage [n] (-1 unknown)."""
+    """One record's epochs in order: embeddings [n, D], modality mask [n, 4], stage [n] (-1 unknown),
+    epoch features [n, F] (`physioserve.epoch_features`)."""
 
     record: str
     embedding: np.ndarray
     mask: np.ndarray
     stage: np.ndarray
+    features: np.ndarray
 
 
 def class_weights(nights: list[Night]) -> torch.Tensor:
@@ -131,10 +150,12 @@ def class_weights(nights: list[Night]) -> torch.Tensor:
 
 
 def sample_crops(nights: list[Night], cfg: ContextConfig, rng: np.random.Generator):
-    """A training batch of random crops: (embedding [B, L, D], mask [B, L, 4], stage [B, L], night index [B])."""
+    """A training batch of random crops: (embedding [B, L, D], mask [B, L, 4], stage [B, L], night index [B],
+    features [B, L, F])."""
     length = cfg.crop_epochs
     d = nights[0].embedding.shape[1]
     emb = np.zeros((cfg.batch_size, length, d), np.float32)
+    feats = np.zeros((cfg.batch_size, length, N_FEATURES), np.float32)
     mask = np.zeros((cfg.batch_size, length, N_MOD), bool)
     stage = np.full((cfg.batch_size, length), -1, np.int64)
     sizes = np.array([len(n.stage) for n in nights], float)
@@ -145,40 +166,48 @@ def sample_crops(nights: list[Night], cfg: ContextConfig, rng: np.random.Generat
         start = int(rng.integers(0, max(n - length, 0) + 1))
         stop = min(start + length, n)
         emb[b, : stop - start] = night.embedding[start:stop]
+        feats[b, : stop - start] = night.features[start:stop]
         mask[b, : stop - start] = night.mask[start:stop]
         stage[b, : stop - start] = night.stage[start:stop]
     blank = rng.random((cfg.batch_size, length)) < cfg.epoch_drop_p  # epochs made unscorable
     mask[blank] = False
     stage[~mask.any(-1)] = -1
-    return torch.from_numpy(emb), torch.from_numpy(mask), torch.from_numpy(stage), picks
+    return torch.from_numpy(emb), torch.from_numpy(mask), torch.from_numpy(stage), picks, torch.from_numpy(feats)
 
 
 @torch.no_grad()
 def whole_night_statistics(model: NightContext, nights: list[Night]) -> list[tuple[torch.Tensor, ...]]:
-    """`sequence_statistics` of each whole night: [(mean [1, 1, D], std [1, 1, D], n [1, 1, 1])]."""
+    """`sequence_statistics` of each whole night: [(mean [1, 1, D + F], std [1, 1, D + F], n [1, 1, 1])]."""
     out = []
     for night in nights:
-        z, present = model.standardise(torch.from_numpy(night.embedding[None]).float(), torch.from_numpy(night.mask[None]))
+        z, present = model.standardise(*night_tensors(night))
         out.append(sequence_statistics(z, present))
     return out
 
 
-def crop_statistics(model: NightContext, emb: torch.Tensor, mask: torch.Tensor, stage: torch.Tensor, picks: np.ndarray,
-                    nights_stats: list[tuple[torch.Tensor, ...]], excerpt_p: float, rng: np.random.Generator):
+def night_tensors(night: Night) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A whole night as one sequence: (embedding [1, n, D], mask [1, n, 4], features [1, n, F])."""
+    return (torch.from_numpy(night.embedding[None]).float(), torch.from_numpy(night.mask[None]),
+            torch.from_numpy(night.features[None]).float())
+
+
+def crop_statistics(model: NightContext, emb: torch.Tensor, mask: torch.Tensor, feats: torch.Tensor, stage: torch.Tensor,
+                    picks: np.ndarray, nights_stats: list[tuple[torch.Tensor, ...]], excerpt_p: float,
+                    rng: np.random.Generator):
     """Statistics for a batch of crops: its whole night's for most; a share `excerpt_p` become excerpts
     of one epoch up to the crop's length (log-uniform; the rest blanked in `mask` and `stage`, in place)
-    with their own statistics, as a /predict run or a short clip gets. -> (mean, std [B, 1, D], n [B, 1, 1])."""
+    with their own statistics, as a /predict run or a short clip gets. -> (mean, std [B, 1, D + F], n [B, 1, 1])."""
     use_own = rng.random(len(picks)) < excerpt_p  # [B]
     for b in np.flatnonzero(use_own):
         stop = int(np.exp(rng.uniform(0.0, np.log(mask.shape[1] + 1))))  # 1 .. L epochs
         mask[b, stop:] = False
         stage[b, stop:] = -1
     with torch.no_grad():
-        own = sequence_statistics(*model.standardise(emb, mask))
+        own = sequence_statistics(*model.standardise(emb, mask, feats))
     flag = torch.from_numpy(use_own)[:, None, None]  # [B, 1, 1]
     stats = []
     for i in range(3):
-        night = torch.cat([nights_stats[k][i] for k in picks])  # [B, 1, D] or [B, 1, 1]
+        night = torch.cat([nights_stats[k][i] for k in picks])  # [B, 1, D + F] or [B, 1, 1]
         stats.append(torch.where(flag, own[i], night))
     return tuple(stats)
 
@@ -189,7 +218,7 @@ def predict_nights(model: NightContext, nights: list[Night]) -> list[np.ndarray]
     model.eval()
     out = []
     for night in nights:
-        logits = model(torch.from_numpy(night.embedding[None]).float(), torch.from_numpy(night.mask[None]))
+        logits = model(*night_tensors(night))
         out.append(logits[0].numpy())
     return out
 
@@ -218,7 +247,9 @@ def train_context(train: list[Night], val: list[Night], cfg: ContextConfig, *, p
     rng = np.random.default_rng(cfg.seed)
     present = np.concatenate([n.embedding[n.mask.any(1)] for n in train])  # [N, D]
     mean, std = present.mean(0), present.std(0).clip(min=1e-6)
-    model = NightContext(train[0].embedding.shape[1], cfg, torch.from_numpy(mean), torch.from_numpy(std))
+    f_mean, f_std = feature_statistics(train)
+    model = NightContext(train[0].embedding.shape[1], cfg, torch.from_numpy(mean), torch.from_numpy(std),
+                         torch.from_numpy(f_mean), torch.from_numpy(f_std))
     if cfg.window_residual:
         if window_head is None:
             raise ValueError("ContextConfig.window_residual needs the probe's stage head (window_head)")
@@ -233,9 +264,10 @@ def train_context(train: list[Night], val: list[Night], cfg: ContextConfig, *, p
     nights_stats = whole_night_statistics(model, train) if cfg.night_norm else None
     for step in tqdm(range(1, cfg.steps + 1), desc="context", disable=not progress, dynamic_ncols=True):
         model.train()
-        emb, mask, stage, picks = sample_crops(train, cfg, rng)
-        stats = crop_statistics(model, emb, mask, stage, picks, nights_stats, cfg.excerpt_stats_p, rng) if cfg.night_norm else None
-        logits = model(emb, mask, stats)  # [B, L, 5]
+        emb, mask, stage, picks, feats = sample_crops(train, cfg, rng)
+        stats = (crop_statistics(model, emb, mask, feats, stage, picks, nights_stats, cfg.excerpt_stats_p, rng)
+                 if cfg.night_norm else None)
+        logits = model(emb, mask, feats, stats)  # [B, L, 5]
         labelled = stage >= 0
         loss = F.cross_entropy(logits[labelled], stage[labelled], weight=weight)
         optimizer.zero_grad(set_to_none=True)
@@ -251,6 +283,16 @@ def train_context(train: list[Night], val: list[Night], cfg: ContextConfig, *, p
                 best_state = copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
     return model.eval(), {**best, "curve": curve}
+
+
+def feature_statistics(nights: list[Night]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std [F] of each epoch feature over the epochs where its modality is recorded."""
+    feats = np.concatenate([n.features for n in nights])  # [N, F]
+    recorded = np.concatenate([n.mask for n in nights])[:, FEATURE_MODALITY]  # [N, F]
+    count = np.maximum(recorded.sum(0), 1)
+    mean = (feats * recorded).sum(0) / count
+    std = np.sqrt((((feats - mean) * recorded) ** 2).sum(0) / count)
+    return mean.astype(np.float32), std.clip(min=1e-3).astype(np.float32)
 
 
 def scale_output(model: NightContext, temperature: float) -> NightContext:

@@ -30,6 +30,7 @@ import torch
 
 from physioserve.cache import WindowCache
 from physioserve.agreement import stage_agreement_report
+from physioserve.epoch_features import FEATURE_NAMES, N_FEATURES, epoch_features
 from physioserve.modalities import MODALITIES
 
 from .augment import AugmentConfig, augment_batch
@@ -66,13 +67,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 @torch.no_grad()
 def record_outputs(model, windows: np.ndarray, mask: np.ndarray, device, batch: int,
                    augment: AugmentConfig | None = None, generator: torch.Generator | None = None) -> dict:
-    """Encoder + heads on one record's windows [n, 4, 3000] (mask [n, 4]) -> embedding [n, D] and logits.
+    """Encoder + heads on one record's windows [n, 4, 3000] (mask [n, 4]) -> embedding [n, D], logits, and
+    the epoch features [n, F] of the same (augmented) windows (`physioserve.epoch_features`).
 
     Windows without a modality give zeros (they are unscorable)."""
     d = model.encoder.cfg.d_model
     n = len(mask)
     out = {"embedding": np.zeros((n, d), np.float32), "stage_logits": np.zeros((n, 5), np.float32),
-           "arousal_logits": np.zeros((n, 2), np.float32), "age_logits": np.zeros((n, 2), np.float32)}
+           "arousal_logits": np.zeros((n, 2), np.float32), "age_logits": np.zeros((n, 2), np.float32),
+           "features": np.zeros((n, N_FEATURES), np.float32)}
     rows = np.flatnonzero(mask.any(1))
     for start in range(0, len(rows), batch):
         sel = rows[start : start + batch]
@@ -81,6 +84,7 @@ def record_outputs(model, windows: np.ndarray, mask: np.ndarray, device, batch: 
         if augment is not None:
             x, m = augment_batch(x, m, augment, generator)
         emb, stage, age, arousal = model(x, m)
+        out["features"][sel] = epoch_features(x.float().cpu().numpy(), m.cpu().numpy())
         out["embedding"][sel] = emb.float().cpu().numpy()
         out["stage_logits"][sel] = stage.float().cpu().numpy()
         out["age_logits"][sel] = age.float().cpu().numpy()
@@ -116,7 +120,7 @@ def embed_nights(model, cache: WindowCache, passes: int, seed: int, device, batc
 
 
 def _nights(items: list[dict], kinds: tuple[str, ...] | None = None) -> list[Night]:
-    return [Night(it["record"], it["embedding"], it["mask"], it["stage"].astype(np.int64))
+    return [Night(it["record"], it["embedding"], it["mask"], it["stage"].astype(np.int64), it["features"])
             for it in items if kinds is None or it["kind"] in kinds]
 
 
@@ -151,7 +155,7 @@ def _config(args) -> ContextConfig:
 def _load_or_embed(args, model, cache, cfg, device) -> dict:
     path = args.out / "nights.npz"
     fingerprint = json.dumps({"probe": str((args.probe / "model.pt").stat().st_mtime_ns), "passes": args.passes,
-                              "train_clean": ["all", "eeg"], "seed": cfg.seed, "records": {s: cache.split[s] for s in SPLITS}})
+                              "train_clean": ["all", "eeg"], "features": FEATURE_NAMES, "seed": cfg.seed, "records": {s: cache.split[s] for s in SPLITS}})
     if path.exists():
         saved = np.load(path, allow_pickle=True)
         if str(saved["fingerprint"]) == fingerprint:
