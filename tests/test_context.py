@@ -109,8 +109,8 @@ def test_window_residual_graph_is_the_window_head_plus_a_correction():
 
 def test_the_context_stages_from_the_epoch_features_where_the_embeddings_carry_nothing(torch_one_thread):
     nights = markov_nights(14, 300, 8, noise=1.0, seed=5, feature_noise=1.5)
-    for night in nights:  # embeddings: noise alone
-        night.embedding = np.random.default_rng(len(night.record)).normal(0, 1, night.embedding.shape).astype(np.float32)
+    for k, night in enumerate(nights):  # embeddings: noise alone, different in every night
+        night.embedding = np.random.default_rng(100 + k).normal(0, 1, night.embedding.shape).astype(np.float32)
     train, val = nights[:11], nights[11:]
     cfg = ContextConfig(hidden=16, layers=1, crop_epochs=60, batch_size=16, steps=300, eval_every=50, night_norm=True)
     _, selection = train_context(train, val, cfg, progress=False)

@@ -115,7 +115,7 @@ class NightContext(nn.Module):
         z, present = self.standardise(embedding, modality_mask, epoch_features)  # [B, L, D + F], [B, L, 1]
         parts = [z]
         if self.cfg.night_norm:
-            mean, std, n = sequence_statistics(z, present) if night_stats is None else night_stats  # [B, 1, D] x2, [B, 1, 1]
+            mean, std, n = sequence_statistics(z, present) if night_stats is None else night_stats  # [B, 1, D + F] x2, [B, 1, 1]
             parts.append((z - mean) / std * present)  # [B, L, D + F]
         parts.append(modality_mask.to(embedding.dtype))  # [B, L, 4]
         if self.cfg.night_norm:
@@ -150,8 +150,8 @@ def class_weights(nights: list[Night]) -> torch.Tensor:
 
 
 def sample_crops(nights: list[Night], cfg: ContextConfig, rng: np.random.Generator):
-    """A training batch of random crops: (embedding [B, L, D], mask [B, L, 4], stage [B, L], night index [B],
-    features [B, L, F])."""
+    """A training batch of random crops: (embedding [B, L, D], mask [B, L, 4], features [B, L, F], stage [B, L],
+    night index [B])."""
     length = cfg.crop_epochs
     d = nights[0].embedding.shape[1]
     emb = np.zeros((cfg.batch_size, length, d), np.float32)
@@ -172,7 +172,7 @@ def sample_crops(nights: list[Night], cfg: ContextConfig, rng: np.random.Generat
     blank = rng.random((cfg.batch_size, length)) < cfg.epoch_drop_p  # epochs made unscorable
     mask[blank] = False
     stage[~mask.any(-1)] = -1
-    return torch.from_numpy(emb), torch.from_numpy(mask), torch.from_numpy(stage), picks, torch.from_numpy(feats)
+    return torch.from_numpy(emb), torch.from_numpy(mask), torch.from_numpy(feats), torch.from_numpy(stage), picks
 
 
 @torch.no_grad()
@@ -264,7 +264,7 @@ def train_context(train: list[Night], val: list[Night], cfg: ContextConfig, *, p
     nights_stats = whole_night_statistics(model, train) if cfg.night_norm else None
     for step in tqdm(range(1, cfg.steps + 1), desc="context", disable=not progress, dynamic_ncols=True):
         model.train()
-        emb, mask, stage, picks, feats = sample_crops(train, cfg, rng)
+        emb, mask, feats, stage, picks = sample_crops(train, cfg, rng)
         stats = (crop_statistics(model, emb, mask, feats, stage, picks, nights_stats, cfg.excerpt_stats_p, rng)
                  if cfg.night_norm else None)
         logits = model(emb, mask, feats, stats)  # [B, L, 5]
