@@ -1,16 +1,21 @@
 """HTTP /predict throughput with concurrent clients vs in-process ONNX Runtime (same bundle, same machine).
 
 In-process baselines, measured first (server not running): (a) the model alone, `InferenceSession.run`
-on preprocessed windows in batches of 64; (b) preprocessing + model. Then `bentoml serve` is started
+on 64 preprocessed windows per call (the session runs them in its own chunks: 16 on CPU); (b)
+preprocessing + model, one after the other, as a script would. Then `bentoml serve` is started
 from the repository root on a free loopback port (PHYSIOSERVE_BUNDLE=--bundle), and N client threads
 post /predict requests (4-modality 200 Hz windows, encoded once up front) for --seconds each, per body
 kind (--body): JSON, or the binary npz body that physioserve.client sends (multipart/form-data with
-the file windows_npz; windows_npz.py).
+the file windows_npz; windows_npz.py). The baselines are measured again after the HTTP runs and
+averaged with the first (a shared machine's load drifts).
 The clients run on the same machine and take CPU from the server: on a small machine that counts
-against the HTTP figure. The server is stopped by its process group.
+against the HTTP figure; the table gives the CPUs the server (all its processes) and the clients
+used during each run (/proc). Non-200 answers are counted, and the first few are kept in the JSON.
+The server is stopped by its process group.
 
     python bench/serve_throughput.py --bundle runs/bench/paper-bundle --clients 1 4 16
-    python bench/serve_throughput.py --bundle physioserve/assets/default_bundle --clients 16 --body npz json --seconds 10
+    python bench/serve_throughput.py --bundle physioserve/assets/default_bundle --clients 4 16 --body npz --threads 2
+    python bench/serve_throughput.py ... --server-env PHYSIOSERVE_PREPROCESS_NICE=0   # the server's settings
 """
 
 from __future__ import annotations
@@ -137,11 +142,28 @@ def batch_totals(url: str) -> tuple[float, float]:
     return totals[0], totals[1]
 
 
-def http_load(url: str, body: tuple[bytes, str], per_request: int, clients: int, seconds: float) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and all its descendants so far (/proc, Linux)."""
+    total, stack = 0.0, [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            for task in Path(f"/proc/{p}/task").iterdir():
+                stack += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+def http_load(url: str, body: tuple[bytes, str], per_request: int, clients: int, seconds: float,
+              server_pid: int | None = None) -> dict:
     import requests
 
     latencies: list[float] = []
     errors = [0]
+    error_samples: list[str] = []
     stop = time.perf_counter() + seconds
     lock = threading.Lock()
 
@@ -155,17 +177,23 @@ def http_load(url: str, body: tuple[bytes, str], per_request: int, clients: int,
                         latencies.append(time.perf_counter() - t0)
                     else:
                         errors[0] += 1
+                        if len(error_samples) < 3:
+                            error_samples.append(f"{response.status_code}: {response.text[:300]}")
 
     start = time.perf_counter()
+    cpu_start = (cpu_seconds(server_pid) if server_pid else 0.0, time.process_time())
     workers = [threading.Thread(target=client) for _ in range(clients)]
     for w in workers:
         w.start()
     for w in workers:
         w.join()
     elapsed = time.perf_counter() - start
+    server_cpu = (cpu_seconds(server_pid) - cpu_start[0]) / elapsed if server_pid else None
+    client_cpu = (time.process_time() - cpu_start[1]) / elapsed
     ms = sorted(1e3 * x for x in latencies)
     return {"clients": clients, "requests": len(latencies), "errors": errors[0],
             "windows_per_s": len(latencies) * per_request / elapsed,
+            "error_samples": error_samples, "server_cpus": server_cpu, "client_cpus": client_cpu,
             "p50_ms": statistics.median(ms) if ms else None, "p95_ms": ms[int(0.95 * (len(ms) - 1))] if ms else None}
 
 
@@ -178,6 +206,8 @@ def main() -> None:
     parser.add_argument("--body", nargs="+", choices=("json", "npz"), default=["json", "npz"],
                         help="request body kinds to measure (default both)")
     parser.add_argument("--threads", type=int, default=None, help="ORT intra-op threads (default: all CPUs)")
+    parser.add_argument("--server-threads", type=int, default=None, help="the server's ORT threads (default: --threads)")
+    parser.add_argument("--server-env", nargs="*", default=[], help="extra NAME=VALUE settings of the server")
     parser.add_argument("--out", type=Path, default=Path("bench/results/serve_throughput.json"))
     args = parser.parse_args()
     load_start = os.getloadavg()
@@ -186,7 +216,9 @@ def main() -> None:
     measure = in_process(args.bundle, windows, args.threads)
     before = measure(args.seconds)
     bodies = request_bodies(windows[: args.windows_per_request], args.body)
-    env_extra = {"PHYSIOSERVE_THREADS": str(args.threads)} if args.threads else {}
+    server_threads = args.server_threads or args.threads
+    env_extra = {"PHYSIOSERVE_THREADS": str(server_threads)} if server_threads else {}
+    env_extra.update(item.split("=", 1) for item in args.server_env)
     log = Path("runs/bench/serve_throughput.log")
     log.parent.mkdir(parents=True, exist_ok=True)
     process, url = start_server(args.bundle, env_extra, log)
@@ -196,7 +228,7 @@ def main() -> None:
             http_load(url, body, args.windows_per_request, 2, 3.0)  # warm-up
             for c in args.clients:
                 start = batch_totals(url)
-                row = http_load(url, body, args.windows_per_request, c, args.seconds)
+                row = http_load(url, body, args.windows_per_request, c, args.seconds, process.pid)
                 end = batch_totals(url)
                 row["mean_batch"] = (end[0] - start[0]) / max(1.0, end[1] - start[1])
                 rows.append({"body": kind, "body_bytes": len(body[0]), **row, "load_1min": os.getloadavg()[0]})
@@ -213,11 +245,11 @@ def main() -> None:
           f"{both:.1f} windows/s ({before['preprocess_model_windows_per_s']:.1f} / "
           f"{after['preprocess_model_windows_per_s']:.1f}); {base['providers'][0]}, {base['threads']} threads")
     print(f"{'body':>5} {'MB':>5} {'clients':>7} {'windows/s':>10} {'p50 ms':>8} {'p95 ms':>8} {'errors':>6} "
-          f"{'% of model':>10} {'% of prep+model':>15} {'batch':>6}")
+          f"{'% of model':>10} {'% of prep+model':>15} {'batch':>6} {'server CPUs':>11} {'client CPUs':>11}")
     for r in rows:
         print(f"{r['body']:>5} {r['body_bytes'] / 1e6:>5.2f} {r['clients']:>7} {r['windows_per_s']:>10.1f} "
               f"{r['p50_ms']:>8.0f} {r['p95_ms']:>8.0f} {r['errors']:>6} {100 * r['windows_per_s'] / model:>9.0f}% "
-              f"{100 * r['windows_per_s'] / both:>14.0f}% {r['mean_batch']:>6.1f}")
+              f"{100 * r['windows_per_s'] / both:>14.0f}% {r['mean_batch']:>6.1f} {r['server_cpus']:>11.2f} {r['client_cpus']:>11.2f}")
     best = {kind: max(r["windows_per_s"] for r in rows if r["body"] == kind) for kind in bodies}
     for kind, rate in best.items():
         print(f"HTTP ({kind}) at saturation: {100 * rate / model:.0f} % of in-process model throughput, "

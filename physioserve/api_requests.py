@@ -76,6 +76,24 @@ def check_window(i: int, fs: float, arrays: dict[str, np.ndarray]) -> dict[str, 
     return arrays
 
 
+def check_windows(fs: float, arrays: dict[str, np.ndarray]) -> None:
+    """`check_window` for windows of one rate and modality set, {modality: [n, L] float64}, in one pass per
+    array; the first window with a problem is refused with check_window's answer (BadInput)."""
+    try:
+        expected = window_length(fs)
+    except ValueError:
+        expected = None  # check_window says why
+    if expected is None or any(x.shape[-1] != expected for x in arrays.values()):
+        first = 0  # every window has the problem
+    else:  # |x| <= limit is False for NaN and Inf too
+        ok = np.logical_and.reduce([(np.abs(x) <= MAX_ABS_UV).all(axis=-1) for x in arrays.values()])  # [n]
+        if ok.all():
+            return
+        first = int(np.argmin(ok))
+    check_window(first, fs, {m: x[first] for m, x in arrays.items()})
+    raise AssertionError(f"window {first} passed check_window but not check_windows")
+
+
 def _check_count(n: int, max_windows: int) -> None:
     if not n:
         raise BadInput("windows", "empty list", f"send 1 to {max_windows} windows")
@@ -105,8 +123,9 @@ def npz_to_arrays(file, max_windows: int, max_bytes: int) -> tuple[np.ndarray, n
         raise BadInput("windows[0]", "no modality present", f"give at least one of {', '.join(MODALITIES)} as an array")
     n = len(next(iter(arrays.values())))
     _check_count(n, max_windows)
-    raw = [check_window(i, fs, {m: x[i] for m, x in arrays.items()}) for i in range(n)]
-    signals, mask = _model_input([fs] * n, raw)
+    check_windows(fs, arrays)
+    signals, mask = _preprocessed(fs, arrays)
+    _refuse_empty(mask, lambda i: list(arrays))
     return signals, mask, [fs] * n
 
 
@@ -129,19 +148,31 @@ def _model_input(rates: list[float], raw: list[dict[str, np.ndarray]]) -> tuple[
     signals = np.zeros((len(raw), len(MODALITIES), WINDOW_SAMPLES), np.float32)  # [n, 4, 3000]
     mask = np.zeros((len(raw), len(MODALITIES)), bool)  # [n, 4]
     for (fs, modalities), rows in groups.items():  # one vectorised call per (rate, modality set)
-        stacked = {m: (np.stack([raw[r][m] for r in rows]), fs) for m in modalities}  # [k, 30 * fs] each
-        signals[rows], mask[rows] = preprocess_modalities(stacked)
-        for m, (x, _) in stacked.items():
-            j = MODALITIES.index(m)
-            missing = missing_windows(x, fs)  # [k]
-            mask[np.asarray(rows)[missing], j] = False
-            signals[np.asarray(rows)[missing], j] = 0.0
+        stacked = {m: np.stack([raw[r][m] for r in rows]) for m in modalities}  # [k, 30 * fs] each
+        signals[rows], mask[rows] = _preprocessed(fs, stacked)
+    _refuse_empty(mask, lambda i: list(raw[i]))
+    return signals, mask
+
+
+def _preprocessed(fs: float, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Checked windows of one rate, {modality: [k, 30 * fs] µV} -> (signals [k, 4, 3000], mask [k, 4]):
+    THE preprocessing, with flat or non-finite leads (`missing_windows`) masked and zeroed."""
+    signals, mask = preprocess_modalities({m: (x, fs) for m, x in arrays.items()})
+    for m, x in arrays.items():
+        missing = missing_windows(x, fs)  # [k]
+        j = MODALITIES.index(m)
+        mask[missing, j] = False
+        signals[missing, j] = 0.0
+    return signals, mask
+
+
+def _refuse_empty(mask: np.ndarray, sent) -> None:
+    """BadInput for the first window (mask [n, 4]) left with no usable modality; sent(i): its modalities."""
     empty = np.flatnonzero(~mask.any(axis=1))
     if len(empty):
         i = int(empty[0])
         raise BadInput(f"windows[{i}]", f"every modality of this window is flat (a lead off?): "
-                       f"{', '.join(raw[i])} missing data", "drop the window or send a recorded signal")
-    return signals, mask
+                       f"{', '.join(sent(i))} missing data", "drop the window or send a recorded signal")
 
 
 def _stage(probs: np.ndarray) -> StagePrediction:

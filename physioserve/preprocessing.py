@@ -134,12 +134,28 @@ def _blocked_plan(up: int, down: int, n_in: int, pass_hz: float, stop_hz: float,
 
 
 @lru_cache(maxsize=16)
-def _bandpass_sos(highpass_hz: float, hp_order: int, lowpass_hz: float | None, lp_order: int) -> np.ndarray:
+def _bandpass_sos(highpass_hz: float, hp_order: int, lowpass_hz: float | None, lp_order: int
+                  ) -> tuple[np.ndarray, np.ndarray, int]:
+    """(sos [sections, 6], steady-state zi [sections, 2], edge samples) of the band-pass, for `_filtfilt`."""
     sos = signal.butter(hp_order, highpass_hz, btype="highpass", fs=TARGET_FS, output="sos")
     if lowpass_hz is not None:
         low = signal.butter(lp_order, lowpass_hz, btype="lowpass", fs=TARGET_FS, output="sos")
         sos = np.vstack([sos, low])
-    return sos
+    ntaps = 2 * len(sos) + 1 - min(int((sos[:, 2] == 0).sum()), int((sos[:, 5] == 0).sum()))
+    return sos, signal.sosfilt_zi(sos), 3 * ntaps  # scipy.signal.sosfiltfilt's default padlen
+
+
+def _filtfilt(x: np.ndarray, sos: np.ndarray, zi: np.ndarray, edge: int) -> np.ndarray:
+    """`scipy.signal.sosfiltfilt(sos, x, axis=-1)` (odd padding, default padlen), bit for bit, with the
+    filter's steady state `zi` computed once per filter instead of on every call. x: [..., n] -> [..., n]."""
+    if x.shape[-1] <= edge:
+        raise ValueError(f"a window of {x.shape[-1]} samples is too short for the band-pass (needs > {edge})")
+    left, right = x[..., :1], x[..., -1:]
+    ext = np.concatenate([2 * left - x[..., edge:0:-1], x, 2 * right - x[..., -2:-(edge + 2):-1]], axis=-1)  # [..., n + 2 edge]
+    zi = zi.reshape(len(sos), *([1] * (x.ndim - 1)), 2)  # [sections, 1.., 2]
+    y, _ = signal.sosfilt(sos, ext, axis=-1, zi=zi * ext[..., :1])
+    y, _ = signal.sosfilt(sos, y[..., ::-1], axis=-1, zi=zi * y[..., -1:])
+    return y[..., ::-1][..., edge:-edge]  # [..., n]
 
 
 def _antialias_edges(fs: float, config: PreprocessingConfig) -> tuple[float, float]:
@@ -201,8 +217,9 @@ def preprocess(
         if (up, down) != (1, 1):
             taps = _antialias_taps(up, down, pass_hz, stop_hz, config.antialias_atten_db)
             x = signal.resample_poly(x, up, down, axis=-1, window=taps)  # [..., 3000]
-    sos = _bandpass_sos(config.highpass_hz, config.highpass_order, config.lowpass_hz[modality], config.lowpass_order)
-    x = signal.sosfiltfilt(sos, x, axis=-1)  # [..., 3000], a new array
+    sos, zi, edge = _bandpass_sos(config.highpass_hz, config.highpass_order, config.lowpass_hz[modality],
+                                  config.lowpass_order)
+    x = _filtfilt(x, sos, zi, edge)  # [..., 3000], a new array (a view of one)
     x /= config.scale_uv[modality]
     np.clip(x, -config.clip, config.clip, out=x)
     return np.ascontiguousarray(x, dtype=np.float32)
@@ -220,8 +237,10 @@ def missing_windows(
     at one limit is also flat, so windows without known limits (/predict) catch it too.
     """
     x = np.asarray(x, dtype=np.float64)
-    finite = np.isfinite(x).all(axis=-1)  # [...]
-    x = np.where(np.isfinite(x), x, 0.0)
+    is_finite = np.isfinite(x)
+    finite = is_finite.all(axis=-1)  # [...]
+    if not finite.all():
+        x = np.where(is_finite, x, 0.0)
     starts = np.round(np.arange(EPOCH_SECONDS) * x.shape[-1] / EPOCH_SECONDS).astype(np.intp)  # the 1 s grid
     span = int(FLAT_SECONDS)
     high = sliding_window_view(np.maximum.reduceat(x, starts, axis=-1), span, axis=-1).max(axis=-1)  # [..., 26]

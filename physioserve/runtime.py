@@ -31,7 +31,11 @@ ENV_THREADS = "PHYSIOSERVE_THREADS"
 ENV_DEVICE = "PHYSIOSERVE_DEVICE"  # auto | cpu | cuda
 ENV_SPIN = "PHYSIOSERVE_SPIN"  # 1: ORT's idle intra-op threads spin (a dedicated machine)
 ENV_VARIANT = "PHYSIOSERVE_VARIANT"  # fp32 | int8 (when the bundle was exported with --int8)
-DEFAULT_BATCH = 64
+DEFAULT_BATCH = 64  # windows per adaptive batch of the service, and per ONNX Runtime call on a GPU
+# Windows per ONNX Runtime call on CPU: smaller batches stay in cache. Measured on 2 cores, 2 threads
+# (bench/onnx_speed.py, docs/BENCHMARKS.md): small size 424 windows/s at 16 against 360 at 64 (1.18x);
+# paper size 32.3 against 30.9 (1.05x).
+CPU_BATCH = 16
 N_MOD = len(MODALITIES)
 
 
@@ -99,11 +103,11 @@ class InferenceSession:
         *,
         device: str | None = None,
         threads: int | None = None,
-        batch_size: int = DEFAULT_BATCH,
+        batch_size: int | None = None,
         variant: str | None = None,
     ):
+        """batch_size: windows per ONNX Runtime call (default CPU_BATCH on CPU, DEFAULT_BATCH on a GPU)."""
         self.bundle = bundle if isinstance(bundle, Bundle) else read_bundle(bundle)
-        self.batch_size = int(batch_size)
         device = device or os.environ.get(ENV_DEVICE, "auto")
         threads = threads or int(os.environ.get(ENV_THREADS, 0)) or cpu_count()
         options = ort.SessionOptions()
@@ -120,6 +124,7 @@ class InferenceSession:
         requested = choose_providers(device)
         self.session = ort.InferenceSession(str(path), sess_options=options, providers=requested)
         self.providers: list[str] = self.session.get_providers()  # what is actually in use
+        self.batch_size = int(batch_size or (CPU_BATCH if self.providers[0] == "CPUExecutionProvider" else DEFAULT_BATCH))
         self.threads = threads
         if requested[0] not in self.providers:
             log.warning("asked for %s, onnxruntime uses %s", requested, self.providers)

@@ -15,8 +15,10 @@ Request models: api_models.py; validation and request handling: api_requests.py;
 Settings (environment variables, read at start): PHYSIOSERVE_MAX_WINDOWS (windows per /predict or
 /infer request, default 128), PHYSIOSERVE_MAX_BODY_MB (JSON body, default 64), PHYSIOSERVE_MAX_UPLOAD_MB
 (/score upload, default 512; a zip may unpack to 4x that), PHYSIOSERVE_BATCH_LATENCY_MS (queueing
-bound of the batching, default 30 s: 503 beyond). The model: PHYSIOSERVE_BUNDLE (folder or store
-tag), else `physioserve:latest` in the BentoML model store, else the default bundle of the package.
+bound of the batching, default 30 s: 503 beyond), PHYSIOSERVE_PREPROCESS_NICE and
+PHYSIOSERVE_PREPROCESS_THREADS (/predict's low-priority preprocessing pool: batching.py). The model:
+PHYSIOSERVE_BUNDLE (folder or store tag), else `physioserve:latest` in the BentoML model store, else
+the default bundle of the package.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from .api_requests import (
     require_context,
     window_input,
 )
-from .batching import WindowParking
+from .batching import PreprocessingPool, WindowParking
 from .bundle import ENV_BUNDLE, STORE_NAME, read_bundle, resolve_bundle
 from .modalities import CHANNEL_ALIASES, CLASS_NAMES, MODALITIES
 from .preprocessing import DEFAULT_CONFIG
@@ -87,10 +89,11 @@ class PhysioServe:
             self.bundle = read_bundle(model.path, source=f"store:{model.tag}")
         else:  # PHYSIOSERVE_BUNDLE, else the bundle shipped in the package
             self.bundle = resolve_bundle(use_store=False)
-        self.session = InferenceSession(self.bundle, batch_size=DEFAULT_BATCH)
+        self.session = InferenceSession(self.bundle)
         self.model_info = ModelInfo(name=self.bundle.name, version=self.bundle.version)
         self.parking = WindowParking()
         self._score_limiter = anyio.CapacityLimiter(1)
+        self.preprocessing = PreprocessingPool()
         self._warm = False
 
     @bentoml.on_startup
@@ -130,8 +133,7 @@ class PhysioServe:
         ~2x smaller and far cheaper to parse than JSON) and the other fields as form values.
         """
         try:
-            signals, mask, rates = await anyio.to_thread.run_sync(
-                window_input, windows, windows_npz, MAX_WINDOWS, MAX_BODY)
+            signals, mask, rates = await self.preprocessing.run(window_input, windows, windows_npz, MAX_WINDOWS, MAX_BODY)
             if consecutive:
                 require_context(self.session)
             packed = await self.parking.infer(self.to_async, signals, mask)

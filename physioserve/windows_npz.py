@@ -17,6 +17,7 @@ JSON windows (api_requests.py), with the same fields: `windows[i].eeg`.
 from __future__ import annotations
 
 import io
+import threading
 import zipfile
 
 import numpy as np
@@ -24,6 +25,10 @@ import numpy as np
 from .modalities import MODALITIES
 
 FIELD = "windows_npz"  # the form field of /predict that carries the file
+# numpy parses each .npy header with ast.literal_eval; CPython 3.11's compile() is not safe to run in
+# several threads at once (python/cpython#106905: "SystemError: AST constructor recursion depth
+# mismatch", seen here under 16 concurrent /predict requests). One header at a time, in this process.
+_HEADER_LOCK = threading.Lock()
 
 
 class NpzError(ValueError):
@@ -79,7 +84,7 @@ def read_windows_npz(file, max_bytes: int) -> tuple[float, dict[str, np.ndarray]
         data = {}
         for name in names:
             try:
-                with archive.open(f"{name}.npy") as member:
+                with archive.open(f"{name}.npy") as member, _HEADER_LOCK:
                     data[name] = np.lib.format.read_array(member, allow_pickle=False)
             except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
                 raise _bad(f"{FIELD}.{name}", f"not a readable .npy array ({error})") from None

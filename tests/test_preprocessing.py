@@ -181,7 +181,7 @@ def release_1_preprocess(x, fs, modality):
         pass_hz, stop_hz = _antialias_edges(fs, config)
         taps = _antialias_taps(up, down, pass_hz, stop_hz, config.antialias_atten_db)
         x = signal.resample_poly(x, up, down, axis=-1, window=taps)
-    sos = _bandpass_sos(config.highpass_hz, config.highpass_order, config.lowpass_hz[modality], config.lowpass_order)
+    sos = _bandpass_sos(config.highpass_hz, config.highpass_order, config.lowpass_hz[modality], config.lowpass_order)[0]
     x = signal.sosfiltfilt(sos, x, axis=-1)
     x = np.clip(x / config.scale_uv[modality], -config.clip, config.clip)
     return np.ascontiguousarray(x, dtype=np.float32)

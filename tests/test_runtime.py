@@ -47,6 +47,22 @@ def test_session_reports_the_providers_in_use(session):
     assert described["threads"] >= 1 and described["variant"] == "fp32" and described["source"] == "folder"
 
 
+def test_default_chunk_is_smaller_on_cpu(pipeline):
+    """On CPU a session runs CPU_BATCH windows per ONNX Runtime call (faster per window than 64 there),
+    and chunking does not change the answer beyond float rounding."""
+    from physioserve.runtime import CPU_BATCH, DEFAULT_BATCH
+
+    default, wide = InferenceSession(pipeline["bundle"]), InferenceSession(pipeline["bundle"], batch_size=DEFAULT_BATCH)
+    if default.providers[0] == "CPUExecutionProvider":
+        assert default.batch_size == CPU_BATCH == 16 and default.describe()["batch_size"] == 16
+    signals = np.random.default_rng(3).normal(0, 1, (CPU_BATCH * 2 + 3, 4, 3000)).astype(np.float32)
+    mask = np.ones((len(signals), 4), bool)
+    a, b = default.run(signals, mask), wide.run(signals, mask)
+    assert a["embedding"].shape == (CPU_BATCH * 2 + 3, default.d_model)
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], atol=1e-4)
+
+
 def test_predict_matches_torch_in_chunks(session, pipeline):
     import torch
 

@@ -280,6 +280,35 @@ def test_concurrent_requests_are_batched_and_all_answered(server):
     assert sizes and float(sizes[0].split()[-1]) > 0
 
 
+def test_preprocessing_pool_runs_at_lower_priority_and_passes_errors_on():
+    """/predict's preprocessing threads (batching.PreprocessingPool) run at the asked-for nice value,
+    return results in order, and pass a BadInput on to the endpoint."""
+    import asyncio
+    import threading
+
+    from physioserve.api_requests import BadInput, window_input
+    from physioserve.batching import PreprocessingPool
+
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    pool = PreprocessingPool(threads=2, nice=min(base + 3, 19))
+
+    def job(x):
+        return 2 * x, os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    async def calls():
+        results = await asyncio.gather(*(pool.run(job, i) for i in range(6)))
+        with pytest.raises(BadInput, match="empty list"):
+            await pool.run(window_input, [], [], 4, 1 << 20)
+        return results
+
+    results = asyncio.run(calls())
+    assert [r[0] for r in results] == [0, 2, 4, 6, 8, 10]
+    assert {r[1] for r in results} == {min(base + 3, 19)}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # the caller's thread is untouched
+    lower = PreprocessingPool(threads=1, nice=max(base - 1, -20))  # cannot raise priority: keeps the process's
+    assert asyncio.run(lower.run(job, 1)) == (2, base)
+
+
 @pytest.mark.server
 def test_an_overloaded_batching_queue_answers_503_and_recovers(pipeline, tmp_path):
     """With a 1 ms queueing bound most concurrent requests are shed: 503 naming the fix, never 500."""
