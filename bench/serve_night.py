@@ -3,7 +3,7 @@
 An EDF+ night (EEG, EOG, EMG at 200 Hz in µV, ECG in mV) is written with pyedflib into a temporary
 folder (not timed), then scored the way `physioserve score` does it, each stage timed: read
 (physioserve.io), preprocess (cache.recording_to_windows, the shared path), model
-(InferenceSession.predict, batches of 64), write (CSV + summary JSON + hypnogram PNG). The whole
+(InferenceSession.predict, in the session's chunks: 16 windows on CPU), write (CSV + summary JSON + hypnogram PNG). The whole
 `physioserve score` command is timed too (it adds session creation).
 
     python bench/serve_night.py --bundle runs/bench/paper-bundle [--hours 8] [--fs 200]

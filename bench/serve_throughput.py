@@ -218,7 +218,11 @@ def main() -> None:
     bodies = request_bodies(windows[: args.windows_per_request], args.body)
     server_threads = args.server_threads or args.threads
     env_extra = {"PHYSIOSERVE_THREADS": str(server_threads)} if server_threads else {}
-    env_extra.update(item.split("=", 1) for item in args.server_env)
+    for item in args.server_env:
+        name, sep, value = item.partition("=")
+        if not sep or name in ("PHYSIOSERVE_BUNDLE", "PHYSIOSERVE_THREADS"):
+            parser.error(f"--server-env {item!r}: give NAME=VALUE; the bundle and threads are --bundle / --server-threads")
+        env_extra[name] = value
     log = Path("runs/bench/serve_throughput.log")
     log.parent.mkdir(parents=True, exist_ok=True)
     process, url = start_server(args.bundle, env_extra, log)

@@ -8,6 +8,7 @@ can apply over HTTP; `BadInput.response()` is the JSON body every 4xx of the ser
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -166,7 +167,7 @@ def _preprocessed(fs: float, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray,
     return signals, mask
 
 
-def _refuse_empty(mask: np.ndarray, sent) -> None:
+def _refuse_empty(mask: np.ndarray, sent: Callable[[int], list[str]]) -> None:
     """BadInput for the first window (mask [n, 4]) left with no usable modality; sent(i): its modalities."""
     empty = np.flatnonzero(~mask.any(axis=1))
     if len(empty):

@@ -2,14 +2,16 @@
 around BentoML's adaptive batching, so that no array goes through JSON twice.
 
 Preprocessing (`PreprocessingPool`): /predict validates and preprocesses its windows on a pool of
-its own whose threads run at a lower CPU priority (Linux/macOS `nice`, PHYSIOSERVE_PREPROCESS_NICE,
-default 19; threads: PHYSIOSERVE_PREPROCESS_THREADS, default the CPUs). Under load the next requests'
-preprocessing then fills the gaps between model batches instead of taking cores from ONNX Runtime's
-intra-op threads mid-batch, where one pre-empted thread stalls the whole operator. Measured on 2
-cores, 16 clients, `small` (bench/serve_throughput.py, docs/BENCHMARKS.md, run 4): 82 % of
-in-process throughput at nice 0, 84 % at 19 (before the 16-window CPU chunks: 74-76 % and 85-89 %). The pool only defers preprocessing while the
-model is busy, so a request is never starved by the service itself; on a machine shared with other
-CPU-bound jobs set PHYSIOSERVE_PREPROCESS_NICE=0.
+its own whose threads run at a lower CPU priority (Linux `nice` per thread; elsewhere the process's
+priority; PHYSIOSERVE_PREPROCESS_NICE, an absolute nice value, default 19; threads:
+PHYSIOSERVE_PREPROCESS_THREADS, default the CPUs). Under load the next requests' preprocessing then
+waits for the gaps between model batches instead of taking cores from ONNX Runtime's intra-op
+threads mid-batch, where one pre-empted thread stalls the whole operator. Measured on 2 cores, 16
+clients, `small`, 8 windows per request (bench/serve_throughput.py, docs/BENCHMARKS.md, run 4):
+82-84 % of in-process preprocessing + model at nice 0, 84-86 % at 19. The price: while any thread
+at normal priority is busy (the model, a /score night, other programs, ORT threads that spin with
+PHYSIOSERVE_SPIN=1) /predict's preprocessing waits for it; on a machine shared with other CPU-bound
+jobs set PHYSIOSERVE_PREPROCESS_NICE=0.
 
 Parking (`WindowParking`): `/predict` parks its preprocessed windows here under random keys
 (`ref:<uuid4 hex>`) and sends only the keys to the batchable `/infer` route through BentoML's
@@ -25,8 +27,10 @@ INFER_ATTEMPTS times).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import os
+import sys
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -50,19 +54,22 @@ class PreprocessingPool:
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="preprocess", initializer=self._lower_priority)
 
     def _lower_priority(self) -> None:
-        """Raise this thread's nice value to self.nice (never lower it: that needs privileges)."""
-        if not hasattr(os, "setpriority"):  # Windows: no nice
+        """Raise this thread's nice value to self.nice, an absolute value (0-19); never lower it (that
+        needs privileges). Linux only: there a thread has a priority of its own (setpriority on its id)."""
+        if not sys.platform.startswith("linux"):
             return
-        thread = threading.get_native_id()  # Linux: a thread's own priority; elsewhere the process's
+        thread = threading.get_native_id()
         try:
             if self.nice > os.getpriority(os.PRIO_PROCESS, thread):
                 os.setpriority(os.PRIO_PROCESS, thread, self.nice)
-        except OSError:  # not allowed here: run at the process's priority
+        except OSError:  # not allowed here: the thread keeps the process's priority
             pass
 
     async def run(self, fn, *args):
-        """fn(*args) on the pool, awaited; its exceptions propagate."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(fn, *args))
+        """fn(*args) on the pool, awaited, in a copy of the caller's context (trace and log context, as
+        anyio.to_thread keeps it); its exceptions propagate."""
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(self._pool, context.run, functools.partial(fn, *args))
 
 
 class WindowParking:

@@ -142,6 +142,7 @@ def _bandpass_sos(highpass_hz: float, hp_order: int, lowpass_hz: float | None, l
         low = signal.butter(lp_order, lowpass_hz, btype="lowpass", fs=TARGET_FS, output="sos")
         sos = np.vstack([sos, low])
     ntaps = 2 * len(sos) + 1 - min(int((sos[:, 2] == 0).sum()), int((sos[:, 5] == 0).sum()))
+    # cached and shared by every call: never written to (scipy's sosfilt needs writable buffers)
     return sos, signal.sosfilt_zi(sos), 3 * ntaps  # scipy.signal.sosfiltfilt's default padlen
 
 

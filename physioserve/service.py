@@ -98,8 +98,8 @@ class PhysioServe:
 
     @bentoml.on_startup
     def warm_up(self) -> None:
-        """Run the graph at batch 1 and at the batch size before reporting ready."""
-        self.session.warmup((1, DEFAULT_BATCH))
+        """Run the graph at batch 1 and at the session's chunk size before reporting ready."""
+        self.session.warmup((1, self.session.batch_size))
         self._warm = True
 
     def __is_ready__(self) -> bool:

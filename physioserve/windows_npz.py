@@ -25,10 +25,33 @@ import numpy as np
 from .modalities import MODALITIES
 
 FIELD = "windows_npz"  # the form field of /predict that carries the file
-# numpy parses each .npy header with ast.literal_eval; CPython 3.11's compile() is not safe to run in
-# several threads at once (python/cpython#106905: "SystemError: AST constructor recursion depth
-# mismatch", seen here under 16 concurrent /predict requests). One header at a time, in this process.
+# numpy parses each .npy header with ast.literal_eval. CPython 3.11's compile() can fail with
+# "SystemError: AST constructor recursion depth mismatch" when threads run it at once (reported from
+# threaded applications in python/cpython#106905; seen here once under 16 concurrent /predict
+# requests): one header parse at a time in this process; the data are read outside the lock.
 _HEADER_LOCK = threading.Lock()
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _read_npy(member) -> np.ndarray:
+    """One `.npy` member of the zip (binary file object) -> its array, as numpy.lib.format.read_array
+    reads it; ValueError when it is not a pickle-free version 1.0 / 2.0 `.npy` (numpy's format, NEP 1)."""
+    version = np.lib.format.read_magic(member)
+    if version not in _HEADER_READERS:
+        raise ValueError(f".npy format version {version[0]}.{version[1]}; write it with numpy.savez")
+    with _HEADER_LOCK:
+        shape, fortran_order, dtype = _HEADER_READERS[version](member)
+    if dtype.hasobject:
+        raise ValueError("object arrays (pickles) are not accepted")
+    count = int(np.prod(shape, dtype=np.int64))
+    flat = np.empty(count, dtype)  # [count]
+    view, done = flat.view(np.uint8), 0
+    while done < flat.nbytes:  # a zip member may return fewer bytes than asked
+        got = member.readinto(view[done:])
+        if not got:
+            raise ValueError(f"truncated: {done} of {flat.nbytes} data bytes")
+        done += got
+    return flat.reshape(shape, order="F" if fortran_order else "C")  # [shape]
 
 
 class NpzError(ValueError):
@@ -84,8 +107,8 @@ def read_windows_npz(file, max_bytes: int) -> tuple[float, dict[str, np.ndarray]
         data = {}
         for name in names:
             try:
-                with archive.open(f"{name}.npy") as member, _HEADER_LOCK:
-                    data[name] = np.lib.format.read_array(member, allow_pickle=False)
+                with archive.open(f"{name}.npy") as member:
+                    data[name] = _read_npy(member)
             except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
                 raise _bad(f"{FIELD}.{name}", f"not a readable .npy array ({error})") from None
     for name, value in data.items():

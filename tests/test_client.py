@@ -53,6 +53,19 @@ def _bomb() -> io.BytesIO:
     return out
 
 
+def _short_member() -> io.BytesIO:
+    """A zip whose eeg.npy header promises [2, 3000] float64 but holds 100 bytes of data."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (2, 3000)})
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        z.writestr("eeg.npy", header.getvalue() + b"\0" * 100)
+        with z.open("fs.npy", "w") as member:
+            np.lib.format.write_array(member, np.float64(100))
+    out.seek(0)
+    return out
+
+
 good = RNG.normal(0, 30, (2, 3000))
 nan = good.copy()
 nan[1, 7] = np.nan
@@ -64,6 +77,7 @@ nan[1, 7] = np.nan
     (lambda: _npz(eeg=good), "windows_npz.fs", "missing"),
     (lambda: _npz(fs=[100, 200], eeg=good), "windows_npz.fs", "one rate per request"),
     (lambda: _npz(fs=100, eeg=np.array([{"a": 1}], dtype=object)), "windows_npz.eeg", "not a readable .npy"),
+    (_short_member, "windows_npz.eeg", "truncated: 100 of 48000 data bytes"),
     (lambda: _npz(fs=100, eeg=good.astype(complex)), "windows_npz.eeg", "not a real number type"),
     (lambda: _npz(fs=100, eeg=good[None]), "windows_npz.eeg", "shape (1, 2, 3000)"),
     (lambda: _npz(fs=100, eeg=good, emg=good[:1]), "windows_npz", "different numbers of windows"),

@@ -252,3 +252,22 @@ def test_huge_sums_are_refused_clearly():
         preprocess(np.full(15360, 1e306), 512, "eeg")
     with pytest.raises(ValueError, match="NaN or Inf"):
         preprocess(np.r_[np.zeros(15359), np.nan], 512, "eeg")
+
+
+@pytest.mark.parametrize("modality", MODALITIES)
+def test_band_pass_is_scipys_sosfiltfilt_bit_for_bit(modality):
+    """preprocessing._filtfilt keeps the filter's initial conditions per filter; its output must be
+    scipy.signal.sosfiltfilt's, bit for bit, for 1-D and 2-D, strided and float32 input."""
+    from scipy import signal
+
+    from physioserve.preprocessing import _bandpass_sos, _filtfilt
+
+    config = DEFAULT_CONFIG
+    sos, zi, edge = _bandpass_sos(config.highpass_hz, config.highpass_order, config.lowpass_hz[modality],
+                                  config.lowpass_order)
+    x = np.random.default_rng(5).normal(0, 30, (3, 3000))
+    for data in (x, x[0], x[:, ::2], x.astype(np.float32), np.asfortranarray(x), x[:, : edge + 1]):
+        ours, scipys = _filtfilt(np.asarray(data), sos, zi, edge), signal.sosfiltfilt(sos, data, axis=-1)
+        assert ours.dtype == scipys.dtype and np.array_equal(ours, scipys)
+    with pytest.raises(ValueError, match="too short"):
+        _filtfilt(x[:, :edge], sos, zi, edge)
