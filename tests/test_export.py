@@ -55,6 +55,8 @@ def test_export_writes_a_checked_bundle(pipeline):
     check_graph(bundle.model_path)
     graph = onnx.load(str(bundle.model_path))
     assert [i.type.tensor_type.elem_type for i in graph.graph.input] == [onnx.TensorProto.FLOAT, onnx.TensorProto.BOOL]
+    # the attention mask is an additive bias: no Where / IsNaN guards over the score tensors (bench/attention_mask.py)
+    assert "IsNaN" not in {node.op_type for node in graph.graph.node}
     # int8 graph and its drift report
     int8 = meta["export"]["int8"]
     assert int8["file"] == "model.int8.onnx" and "cache" in int8["source"]

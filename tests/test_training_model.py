@@ -186,3 +186,21 @@ def test_pretraining_and_inference_under_autocast(dtype):
     loss.backward()
     assert loss.dtype == torch.float32 and torch.isfinite(loss) and torch.isfinite(per_modality).all()
     assert embedding.shape == (4, 32) and torch.isfinite(embedding).all()
+
+
+def test_attention_key_bias_is_the_boolean_mask():
+    """training.model.key_bias (0 / the lowest float added to the scores) gives SDPA the same result as
+    the boolean key mask, for rows with some keys masked and rows with none."""
+    import torch.nn.functional as F
+
+    from training.model import key_bias
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, 2, 7, 8, generator=g) for _ in range(3))  # [B, H, L, hd]
+    key_valid = torch.ones(3, 7, dtype=torch.bool)
+    key_valid[0, 3:] = False
+    key_valid[1, ::2] = False
+    boolean = F.scaled_dot_product_attention(q, k, v, attn_mask=key_valid[:, None, None, :])
+    bias = key_bias(key_valid, q.dtype)
+    assert bias.shape == (3, 1, 1, 7) and bias[2].eq(0).all() and bias[0, 0, 0, 3] == torch.finfo(torch.float32).min
+    torch.testing.assert_close(F.scaled_dot_product_attention(q, k, v, attn_mask=bias), boolean, rtol=0, atol=1e-6)
