@@ -9,8 +9,8 @@ Shapes: B batch, M modalities (4), T tokens per modality (30), C samples per tok
 N = M * T tokens (120), K kept tokens, D model width, S samples per window (3000).
 
 Attention goes through `F.scaled_dot_product_attention` with an explicit key mask (`key_bias`: an
-additive bias built from the boolean key validity, True = attend): no fused module paths, no Python branches on tensor values, so the encoder exports to ONNX
-with a dynamic batch. The attention weights (for the §4.4 analyses) come from a separate, opt-in path
+additive bias built from the boolean key validity, True = attend): no fused module paths, no Python
+branches on tensor values, so the encoder exports to ONNX with a dynamic batch. The attention weights (for the §4.4 analyses) come from a separate, opt-in path
 (`forward_with_weights`, `MultiModalEncoder.forward_analysis`) that the exported forward never takes.
 """
 
@@ -42,7 +42,7 @@ def key_bias(key_valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """key_valid [B, Lk] bool -> additive attention bias [B, 1, 1, Lk]: 0 where valid, the dtype's lowest
     finite value elsewhere. exp() of it underflows to exactly 0, so attention equals the boolean mask's
     (bit for bit in the exported graph, bench/attention_mask.py) while ONNX Runtime runs one Add instead of
-    the exporter's Where / IsNaN guards: 1.18x windows/s at small size, 1.09x at paper size (2 CPU threads,
+    the exporter's Where / IsNaN guards: 1.19x windows/s at small size, 1.09x at paper size (2 CPU threads,
     batch 16, docs/BENCHMARKS.md). Every row keeps at least one valid key (a window has a modality)."""
     bias = torch.zeros(key_valid.shape, dtype=dtype, device=key_valid.device)  # [B, Lk]
     return bias.masked_fill(~key_valid, torch.finfo(dtype).min)[:, None, None, :]  # [B, 1, 1, Lk]
